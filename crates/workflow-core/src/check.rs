@@ -1,0 +1,122 @@
+//! Checking stored runs against the code before a deploy.
+//!
+//! [`Engine::check_replay`] replays every stored run with the workflows this
+//! engine has registered, delivering the recorded events exactly as the driver
+//! does, but without running steps, writing anything or taking leases. A run
+//! whose history the code no longer reproduces is reported with the position of
+//! the first mismatch: deploying that code would block the run.
+
+use workflow_store::{EventData, RunId, RunQuery, RunStatus};
+
+use crate::driver::RunInstance;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::replay::lock;
+
+/// One run whose history does not match the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayMismatch {
+    /// The run.
+    pub run: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// The operation index of the first mismatch, when the error has one.
+    pub position: Option<u64>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+/// The outcome of [`Engine::check_replay`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Runs replayed.
+    pub checked: usize,
+    /// Runs whose history the code does not reproduce.
+    pub mismatches: Vec<ReplayMismatch>,
+    /// Runs of workflows this engine does not register (not checked).
+    pub unknown_workflow: Vec<(RunId, String)>,
+}
+
+impl ReplayReport {
+    /// Whether every checked run replays cleanly.
+    pub fn is_clean(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+impl Engine {
+    /// Replays every stored run against the registered workflows without
+    /// running steps or writing, and reports the runs that no longer match.
+    ///
+    /// Run it against a copy of production data (or the data directory, with
+    /// the server stopped) before deploying new workflow code.
+    pub async fn check_replay(&self) -> Result<ReplayReport, EngineError> {
+        let mut report = ReplayReport::default();
+        let mut after = None;
+        loop {
+            let page = self
+                .store()
+                .list_runs(RunQuery {
+                    status: None,
+                    after,
+                    limit: 256,
+                })
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(report);
+            };
+            after = Some(last.id);
+            for rec in page {
+                self.check_run(rec.id, rec.status, &mut report).await?;
+            }
+        }
+    }
+
+    async fn check_run(
+        &self,
+        run: RunId,
+        status: RunStatus,
+        report: &mut ReplayReport,
+    ) -> Result<(), EngineError> {
+        let log = self.store().read_log(run).await?;
+        let Some(EventData::RunCreated { workflow, input }) = log.first().map(|e| e.data.clone())
+        else {
+            return Ok(());
+        };
+        let Some(registered) = self.registered(&workflow) else {
+            report.unknown_workflow.push((run, workflow));
+            return Ok(());
+        };
+        report.checked += 1;
+        let mismatch = |position, message| ReplayMismatch {
+            run,
+            workflow: workflow.clone(),
+            position,
+            message,
+        };
+        let mut inst = RunInstance::start(&registered, run, log, input);
+        loop {
+            if let Err(message) = inst.poll_until_idle() {
+                report.mismatches.push(mismatch(None, message));
+                return Ok(());
+            }
+            let mut st = lock(&inst.state);
+            if let Some(e) = st.nondeterminism.clone() {
+                let position = (e.position != u64::MAX).then_some(e.position);
+                report.mismatches.push(mismatch(position, e.to_string()));
+                return Ok(());
+            }
+            if !st.deliver_next() {
+                break;
+            }
+        }
+        // A run that ended must end the same way: the code must finish too.
+        if status.is_terminal() && status != RunStatus::Cancelled && !inst.finished() {
+            report.mismatches.push(mismatch(
+                None,
+                format!("the run {status} in its history, but the code does not finish on replay"),
+            ));
+        }
+        Ok(())
+    }
+}

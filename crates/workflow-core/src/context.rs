@@ -1,0 +1,298 @@
+//! The [`Context`]: everything a workflow may do that is recorded or replayed.
+//!
+//! # Determinism
+//!
+//! A workflow body must issue the same operations in the same order every time
+//! it runs against the same log. Inside a workflow:
+//!
+//! - do: call [`Context::step`] for anything with side effects or that reads the
+//!   outside world (HTTP, databases, files, the clock, randomness);
+//! - do: use [`Context::now`], [`Context::random`], [`Context::uuid`] and
+//!   [`Context::sleep`] instead of `SystemTime::now`, `rand::thread_rng`,
+//!   `Uuid::new_v4` and `tokio::time::sleep`;
+//! - do: combine operations with `futures::join!`, `futures::future::join_all`
+//!   and `futures::select_biased!`. They are deterministic because the engine
+//!   delivers one event at a time and polls the workflow until it is idle before
+//!   delivering the next, so at most one operation becomes ready per event;
+//! - don't: `tokio::spawn` from a workflow, iterate a `HashMap` to decide what
+//!   to issue, read thread-locals or globals, or use `tokio::select!` without
+//!   `biased;` over operations that may both be ready (it picks at random);
+//! - don't: await anything that is not an operation of this context (a channel,
+//!   a `tokio::time::sleep`): the engine cannot record it, and a run that waits
+//!   on nothing the engine knows is marked blocked rather than left hanging.
+//!
+//! A mismatch between the code and the log is a [`crate::NondeterminismError`].
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::distributions::{Distribution, Standard};
+use rand::{Rng, RngCore};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use workflow_store::{RunId, Timestamp};
+
+use crate::error::StepError;
+use crate::hook::{random_token, Hook, HookOptions};
+use crate::replay::{
+    lock, HookSlot, OpKind, SharedState, SlotKind, StepSlot, StepStatus, WaitSlot,
+};
+use crate::step::{Step, StepContext, StepOptions};
+use crate::timer::Sleep;
+use crate::webhook::{Webhook, WebhookOptions};
+
+/// A workflow's handle on its run: steps, timers, deterministic time and randomness.
+///
+/// Cheap to clone; all clones refer to the same run.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) state: SharedState,
+    pub(crate) run_id: RunId,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("run_id", &self.run_id)
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(state: SharedState, run_id: RunId) -> Self {
+        Context { state, run_id }
+    }
+
+    /// The run this workflow is executing.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// Runs `f` as a step with the default [`StepOptions`] (3 attempts).
+    ///
+    /// `f` is called once per attempt and only when the step has no recorded
+    /// result; the awaited value is always the recorded one.
+    ///
+    /// ```no_run
+    /// # use workflow_core::{Context, StepError, WorkflowError};
+    /// async fn greet(ctx: Context, name: String) -> Result<String, WorkflowError> {
+    ///     let greeting = ctx
+    ///         .step("greet", |_| {
+    ///             let name = name.clone();
+    ///             async move { Ok::<_, StepError>(format!("hello {name}")) }
+    ///         })
+    ///         .await?;
+    ///     Ok(greeting)
+    /// }
+    /// ```
+    pub fn step<T, F, Fut>(&self, name: &str, f: F) -> Step<T, F, Fut>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(StepContext) -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        self.step_with(name, StepOptions::default(), f)
+    }
+
+    /// Runs `f` as a step with `options` (attempts, backoff, timeout).
+    pub fn step_with<T, F, Fut>(&self, name: &str, options: StepOptions, f: F) -> Step<T, F, Fut>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(StepContext) -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let timeout = options.timeout;
+        let mut st = lock(&self.state);
+        let index = st.issue(
+            OpKind::Step,
+            Some(name),
+            SlotKind::Step(StepSlot {
+                name: name.to_string(),
+                options,
+                attempts_started: 0,
+                status: StepStatus::Open,
+                grant: None,
+                outcome: None,
+            }),
+        );
+        let step_id = st.ops[&index].id.clone();
+        drop(st);
+        Step::new(
+            self.state.clone(),
+            index,
+            self.run_id,
+            step_id,
+            name.to_string(),
+            timeout,
+            f,
+        )
+    }
+
+    /// Sleeps durably for `duration`, measured from [`Context::now`].
+    ///
+    /// The run is released while it sleeps; the timer is a row in the store, so
+    /// it fires after a restart.
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        let at = self.now_timestamp().saturating_add(duration);
+        self.sleep_until_timestamp(at)
+    }
+
+    /// Sleeps durably until `time`.
+    pub fn sleep_until(&self, time: SystemTime) -> Sleep {
+        self.sleep_until_timestamp(Timestamp::from_system_time(time))
+    }
+
+    fn sleep_until_timestamp(&self, resume_at: Timestamp) -> Sleep {
+        let index = lock(&self.state).issue(
+            OpKind::Wait,
+            None,
+            SlotKind::Wait(WaitSlot {
+                resume_at,
+                done: false,
+            }),
+        );
+        Sleep {
+            state: self.state.clone(),
+            index,
+            resume_at,
+        }
+    }
+
+    /// Creates a hook and returns it at once, with its token.
+    ///
+    /// The token is recorded at the workflow's next pause; from then on
+    /// [`crate::Engine::resume_hook`] with it delivers payloads to the hook.
+    ///
+    /// ```no_run
+    /// # use workflow_core::{Context, HookOptions, WorkflowError};
+    /// # #[derive(serde::Deserialize)] struct Decision { approved: bool }
+    /// async fn approve(ctx: Context, order: u64) -> Result<bool, WorkflowError> {
+    ///     let mut hook = ctx.create_hook::<Decision>(HookOptions::token(format!("order:{order}")));
+    ///     let decision = hook.next().await?;
+    ///     Ok(decision.approved)
+    /// }
+    /// ```
+    pub fn create_hook<T>(&self, options: HookOptions) -> Hook<T> {
+        self.create_hook_with_mode(options, None)
+    }
+
+    /// Creates a webhook: a hook whose payloads are HTTP requests sent to
+    /// [`Webhook::path`], answered as `options` says.
+    pub fn create_webhook(&self, options: WebhookOptions) -> Webhook {
+        let mode = options.stored_mode();
+        Webhook {
+            hook: self.create_hook_with_mode(options.hook, Some(mode)),
+        }
+    }
+
+    fn create_hook_with_mode<T>(
+        &self,
+        options: HookOptions,
+        webhook: Option<workflow_store::WebhookResponse>,
+    ) -> Hook<T> {
+        let mut st = lock(&self.state);
+        let index = st.peek_index();
+        let mut invalid = options.metadata_error.clone();
+        let token = match (&options.token, st.recorded_token(index)) {
+            (Some(custom), _) => match workflow_store::HookToken::new(custom.as_str()) {
+                Ok(t) => t,
+                Err(e) => {
+                    invalid = Some(e.to_string());
+                    random_token()
+                }
+            },
+            (None, Some(recorded)) => recorded,
+            (None, None) => random_token(),
+        };
+        let index = st.issue(
+            OpKind::Hook,
+            None,
+            SlotKind::Hook(HookSlot {
+                token: token.clone(),
+                metadata: options.metadata,
+                webhook,
+                payloads: Default::default(),
+                conflict: None,
+                dispose_requested: false,
+                disposed: false,
+                invalid: invalid.is_some(),
+                pending_responses: Vec::new(),
+                responded: Default::default(),
+            }),
+        );
+        let id = st
+            .ops
+            .get(&index)
+            .map(|s| s.id.clone())
+            .unwrap_or_else(|| workflow_store::CorrelationId::from_parts("hook", index));
+        drop(st);
+        Hook {
+            state: self.state.clone(),
+            index,
+            id,
+            token,
+            invalid,
+            _payload: std::marker::PhantomData,
+        }
+    }
+
+    /// The workflow's clock: the time of the latest event delivered to it.
+    /// The same on every replay.
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_timestamp().as_millis())
+    }
+
+    fn now_timestamp(&self) -> Timestamp {
+        lock(&self.state).now
+    }
+
+    /// A random value from the run's deterministic generator (seeded per run,
+    /// so replay draws the same values). Not for secrets.
+    pub fn random<T>(&self) -> T
+    where
+        Standard: Distribution<T>,
+    {
+        lock(&self.state).rng.gen()
+    }
+
+    /// A handle on the run's deterministic generator, for `rand`'s APIs.
+    pub fn rng(&self) -> WorkflowRng {
+        WorkflowRng {
+            state: self.state.clone(),
+        }
+    }
+
+    /// A version 4 UUID from the run's deterministic generator.
+    pub fn uuid(&self) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        lock(&self.state).rng.fill_bytes(&mut bytes);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// The run's deterministic random generator (see [`Context::rng`]).
+#[derive(Clone)]
+pub struct WorkflowRng {
+    state: SharedState,
+}
+
+impl std::fmt::Debug for WorkflowRng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkflowRng")
+    }
+}
+
+impl RngCore for WorkflowRng {
+    fn next_u32(&mut self) -> u32 {
+        lock(&self.state).rng.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        lock(&self.state).rng.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        lock(&self.state).rng.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        lock(&self.state).rng.try_fill_bytes(dest)
+    }
+}

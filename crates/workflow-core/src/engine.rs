@@ -1,0 +1,491 @@
+//! The [`Engine`]: registered workflows, a store, and the workers that drive runs.
+//!
+//! `start` records a run and returns its id at once. Workers lease due runs
+//! from the store (new runs, received payloads, fired timers, due retries,
+//! runs whose previous holder's lease expired) and drive each one with
+//! [`crate::driver`] until it suspends. Everything a worker knows is in the
+//! store, so any number of engines on one store share the work, and a crashed
+//! engine's runs are taken over when their leases expire.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info_span, warn, Instrument};
+use workflow_store::{
+    Change, EventData, NewRun, Payload, RunId, RunRecord, RunStatus, Store, StoreError,
+};
+
+use crate::cache::RunCache;
+use crate::context::Context;
+use crate::driver::{drive, Outcome};
+use crate::error::{EngineError, WorkflowError};
+use crate::registry::{Registered, Registry};
+
+/// Tuning for an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Runs driven at once by this engine's workers.
+    pub concurrency: usize,
+    /// How long a lease lasts before another engine may take the run over.
+    /// Renewed while steps run.
+    pub lease_ttl: Duration,
+    /// Suspended runs kept in memory (the hot-run cache).
+    pub cache_size: usize,
+    /// Longest a worker sleeps without a notification before polling the store.
+    pub poll_interval: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            concurrency: 64,
+            lease_ttl: Duration::from_secs(30),
+            cache_size: 10_000,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Builds an [`Engine`]: a store, workflows by name, settings.
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    settings: EngineSettings,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("workflows", &self.registry.keys().collect::<Vec<_>>())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl EngineBuilder {
+    /// Registers `f` as the workflow called `name`.
+    ///
+    /// `f` is an `async fn(Context, I) -> Result<O, WorkflowError>`; runs record
+    /// `name`, so keep it stable across deploys.
+    pub fn workflow<I, O, F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(Context, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, WorkflowError>> + Send + 'static,
+    {
+        self.registry.insert(name.into(), Registered::new(f));
+        self
+    }
+
+    /// Replaces all settings.
+    pub fn settings(mut self, settings: EngineSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Sets how many runs this engine drives at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.settings.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the lease duration.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.lease_ttl = ttl;
+        self
+    }
+
+    /// Sets the hot-run cache size (0 disables it: every activation replays).
+    pub fn cache_size(mut self, n: usize) -> Self {
+        self.settings.cache_size = n;
+        self
+    }
+
+    /// Sets the longest sleep between polls of the store.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.settings.poll_interval = d;
+        self
+    }
+
+    /// Builds the engine. Call [`Engine::start_workers`] to run workflows.
+    pub fn build(self) -> Engine {
+        Engine {
+            inner: Arc::new(EngineInner {
+                cache: RunCache::new(self.settings.cache_size),
+                store: self.store,
+                registry: self.registry,
+                settings: self.settings,
+                workers: Mutex::new(None),
+                stop: Notify::new(),
+            }),
+        }
+    }
+}
+
+pub(crate) struct EngineInner {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub settings: EngineSettings,
+    pub cache: RunCache,
+    workers: Mutex<Option<JoinHandle<()>>>,
+    stop: Notify,
+}
+
+/// Runs durable workflows on a [`Store`]. Cheap to clone.
+///
+/// ```
+/// use workflow_core::{Context, Engine, StepError, WorkflowError};
+/// use workflow_store::MemoryStore;
+///
+/// async fn double(ctx: Context, n: u64) -> Result<u64, WorkflowError> {
+///     let doubled = ctx.step("double", |_| async move { Ok::<_, StepError>(n * 2) }).await?;
+///     Ok(doubled)
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let engine = Engine::builder(MemoryStore::new()).workflow("double", double).build();
+/// engine.start_workers();
+/// let run = engine.start("double", &21u64).await?;
+/// let answer: u64 = engine.result(&run).await?;
+/// assert_eq!(answer, 42);
+/// engine.shutdown().await;
+/// # Ok::<(), workflow_core::EngineError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("workflows", &self.inner.registry.keys().collect::<Vec<_>>())
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine on `store`.
+    pub fn builder(store: impl Store) -> EngineBuilder {
+        EngineBuilder {
+            store: Arc::new(store),
+            registry: Registry::new(),
+            settings: EngineSettings::default(),
+        }
+    }
+
+    /// The engine's store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn registered(&self, name: &str) -> Option<Registered> {
+        self.inner.registry.get(name).cloned()
+    }
+
+    /// The names of the registered workflows.
+    pub fn workflows(&self) -> impl Iterator<Item = &str> {
+        self.inner.registry.keys().map(String::as_str)
+    }
+
+    /// Records a new run of workflow `name` and returns its id at once.
+    pub async fn start<I: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        input: &I,
+    ) -> Result<RunId, EngineError> {
+        self.start_with_id(RunId::new(), name, input).await
+    }
+
+    /// Like [`Engine::start`] with a caller-chosen id. Idempotent: the same id,
+    /// workflow and input return the existing run; other input is
+    /// [`EngineError::RunConflict`].
+    pub async fn start_with_id<I: Serialize + ?Sized>(
+        &self,
+        id: RunId,
+        name: &str,
+        input: &I,
+    ) -> Result<RunId, EngineError> {
+        let registered =
+            self.inner
+                .registry
+                .get(name)
+                .ok_or_else(|| EngineError::UnknownWorkflow {
+                    name: name.to_string(),
+                })?;
+        let input = Payload::encode(input).map_err(|e| EngineError::Encode(e.to_string()))?;
+        registered
+            .check_input(&input)
+            .map_err(|message| EngineError::InvalidInput {
+                workflow: name.to_string(),
+                message,
+            })?;
+        let new = NewRun {
+            id,
+            workflow: name.to_string(),
+            input,
+        };
+        match self.inner.store.create_run(new).await {
+            Ok(created) => {
+                debug!(run = %id, workflow = name, created = created.created, "run started");
+                Ok(id)
+            }
+            Err(StoreError::RunConflict { run }) => Err(EngineError::RunConflict { run }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A run's current record.
+    pub async fn run(&self, run: &RunId) -> Result<RunRecord, EngineError> {
+        self.inner
+            .store
+            .get_run(*run)
+            .await?
+            .ok_or(EngineError::RunNotFound { run: *run })
+    }
+
+    /// A run's current status.
+    pub async fn status(&self, run: &RunId) -> Result<RunStatus, EngineError> {
+        Ok(self.run(run).await?.status)
+    }
+
+    /// Waits for a run to end and returns its output decoded as `O`.
+    pub async fn result<O: DeserializeOwned>(&self, run: &RunId) -> Result<O, EngineError> {
+        let mut feed = self.inner.store.subscribe();
+        loop {
+            let rec = self.run(run).await?;
+            if rec.status.is_terminal() {
+                return self.terminal_result(&rec).await;
+            }
+            match feed.as_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(self.inner.settings.poll_interval, async {
+                        loop {
+                            match rx.recv().await {
+                                Ok(Change::Appended { run: r, .. }) if r == *run => return,
+                                Ok(_) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .await;
+                }
+                None => tokio::time::sleep(self.inner.settings.poll_interval).await,
+            }
+        }
+    }
+
+    async fn terminal_result<O: DeserializeOwned>(
+        &self,
+        rec: &RunRecord,
+    ) -> Result<O, EngineError> {
+        let run = rec.id;
+        let last = self
+            .inner
+            .store
+            .read_events(run, rec.next_seq.saturating_sub(1), 1)
+            .await?;
+        match last.into_iter().next().map(|e| e.data) {
+            Some(EventData::RunCompleted { output }) => {
+                output.decode().map_err(|e| EngineError::OutputDecode {
+                    run,
+                    message: e.to_string(),
+                })
+            }
+            Some(EventData::RunFailed { error }) => Err(EngineError::RunFailed {
+                run,
+                message: error.message,
+            }),
+            _ => Err(EngineError::RunCancelled { run }),
+        }
+    }
+
+    /// Cancels a run: records `run_cancelled` now. A step that is running
+    /// finishes, but its result is not recorded; the workflow runs no further.
+    pub async fn cancel(&self, run: &RunId) -> Result<(), EngineError> {
+        match self
+            .inner
+            .store
+            .append(*run, vec![EventData::RunCancelled], None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::RunTerminal { run, status }) => {
+                Err(EngineError::RunEnded { run, status })
+            }
+            Err(StoreError::RunNotFound { run }) => Err(EngineError::RunNotFound { run }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Drops every suspended run from memory; they replay when next due.
+    pub fn clear_cache(&self) {
+        self.inner.cache.clear();
+    }
+
+    /// How many suspended runs are held in memory.
+    pub fn cached_runs(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Starts the background workers (tokio tasks) that drive due runs.
+    /// Calling it again while they run does nothing. Needs a tokio runtime.
+    pub fn start_workers(&self) {
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if workers.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let inner = self.inner.clone();
+        *workers = Some(tokio::spawn(dispatch(inner)));
+    }
+
+    /// Stops leasing new work and waits for runs being driven to suspend.
+    pub async fn shutdown(&self) {
+        let handle = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            self.inner.stop.notify_one();
+            if let Err(e) = handle.await {
+                warn!(error = %e, "worker task ended abnormally");
+            }
+        }
+    }
+
+    /// Stops the workers at once, abandoning runs being driven (as a crash
+    /// would): their leases expire and any engine on the store takes them over.
+    /// Steps in progress may run again there (steps are at least once).
+    pub fn shutdown_now(&self) {
+        let handle = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            handle.abort();
+        }
+        self.inner.cache.clear();
+    }
+
+    /// Drives due runs until none is due now, in this task. For tests and
+    /// tools that do not want background workers.
+    pub async fn run_due(&self) -> Result<usize, EngineError> {
+        let mut driven = 0;
+        loop {
+            let leases = self
+                .inner
+                .store
+                .lease_due(
+                    self.inner.settings.concurrency,
+                    self.inner.settings.lease_ttl,
+                )
+                .await?;
+            if leases.is_empty() {
+                return Ok(driven);
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for lease in leases {
+                driven += 1;
+                set.spawn(activate(self.inner.clone(), lease));
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Drives one leased run and puts it back (cache, lease).
+async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
+    let run = lease.run_id;
+    let span = info_span!("run", run = %run);
+    async {
+        match drive(&inner, &mut lease).await {
+            Ok(Outcome::Suspended(inst)) => {
+                inner.cache.put(run, inst);
+            }
+            Ok(Outcome::Done) => {}
+            Err(e) => warn!(error = %e, "activation stopped"),
+        }
+        match inner.store.release_lease(&lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost { .. }) => {
+                // Another engine drives it now; our instance may be stale.
+                drop(inner.cache.take(run));
+            }
+            Err(e) => warn!(error = %e, "could not release lease"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The worker loop: lease due runs up to the concurrency limit, drive each in
+/// its own task, sleep until a notification or the next due time.
+async fn dispatch(inner: Arc<EngineInner>) {
+    let mut feed = inner.store.subscribe();
+    let mut active = tokio::task::JoinSet::new();
+    let settings = inner.settings.clone();
+    loop {
+        while active.try_join_next().is_some() {}
+        let free = settings.concurrency.saturating_sub(active.len());
+        if free > 0 {
+            match inner.store.lease_due(free, settings.lease_ttl).await {
+                Ok(leases) if !leases.is_empty() => {
+                    for lease in leases {
+                        active.spawn(activate(inner.clone(), lease));
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "lease_due failed; retrying"),
+            }
+        }
+        let wait = match inner.store.next_due().await {
+            Ok(Some(at)) => at
+                .saturating_duration_since(inner.store.now())
+                .min(settings.poll_interval),
+            _ => settings.poll_interval,
+        };
+        let wait = wait.max(Duration::from_millis(1));
+        tokio::select! {
+            _ = inner.stop.notified() => break,
+            _ = next_due_change(&mut feed) => {}
+            Some(_) = active.join_next(), if !active.is_empty() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    while active.join_next().await.is_some() {}
+}
+
+/// Resolves when the store reports that a run became due (or the feed lagged).
+async fn next_due_change(feed: &mut Option<tokio::sync::broadcast::Receiver<Change>>) {
+    let Some(rx) = feed.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(Change::Due { .. }) => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await
+            }
+        }
+    }
+}

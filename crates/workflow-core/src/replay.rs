@@ -1,0 +1,439 @@
+//! The replay cursor: one run's view of its log, shared by the workflow's
+//! operations (through [`crate::Context`]) and the driver.
+//!
+//! The driver delivers events one at a time in log order; each delivery
+//! updates the slot of the operation the event belongs to and wakes its future.
+//! Operations never look at the log directly except for two things that must be
+//! known when they are issued: the recorded creation at their position (to check
+//! determinism) and, for hooks, the recorded token.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use workflow_store::{
+    CorrelationId, ErrorRecord, Event, EventData, EventKind, HookToken, HttpResponseRecord,
+    Payload, RunId, Timestamp, WebhookResponse,
+};
+
+use crate::error::NondeterminismError;
+use crate::step::StepOptions;
+
+/// The kind of an operation, as issued by the code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Step,
+    Wait,
+    Hook,
+}
+
+impl OpKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            OpKind::Step => "step",
+            OpKind::Wait => "wait",
+            OpKind::Hook => "hook",
+        }
+    }
+
+    fn of_creation(kind: EventKind) -> Option<OpKind> {
+        match kind {
+            EventKind::StepCreated => Some(OpKind::Step),
+            EventKind::WaitCreated => Some(OpKind::Wait),
+            EventKind::HookCreated | EventKind::HookConflict => Some(OpKind::Hook),
+            _ => None,
+        }
+    }
+}
+
+/// Where a step stands, as far as the delivered log says.
+#[derive(Debug, Clone)]
+pub(crate) enum StepStatus {
+    Open,
+    Retrying { retry_at: Timestamp },
+    Completed(Payload),
+    Failed(ErrorRecord),
+}
+
+/// The result of one attempt, reported by the step's future to the driver.
+#[derive(Debug)]
+pub(crate) struct AttemptOutcome {
+    pub attempt: u32,
+    pub result: Result<Payload, crate::error::StepError>,
+    /// Order in which outcomes finished, so they are appended in that order.
+    pub finished: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct StepSlot {
+    pub name: String,
+    pub options: StepOptions,
+    pub attempts_started: u32,
+    pub status: StepStatus,
+    /// The attempt the driver allows to run now.
+    pub grant: Option<u32>,
+    pub outcome: Option<AttemptOutcome>,
+}
+
+#[derive(Debug)]
+pub(crate) struct WaitSlot {
+    pub resume_at: Timestamp,
+    pub done: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct HookSlot {
+    pub token: HookToken,
+    pub metadata: Option<Payload>,
+    pub webhook: Option<WebhookResponse>,
+    /// Payloads delivered and not yet taken, in log order.
+    pub payloads: VecDeque<Payload>,
+    /// The run holding the token, if creation conflicted.
+    pub conflict: Option<RunId>,
+    /// Dispose requested by the code and not yet recorded.
+    pub dispose_requested: bool,
+    pub disposed: bool,
+    /// Created with invalid options: never recorded.
+    pub invalid: bool,
+    /// Manual webhook answers given by the code and not yet recorded.
+    pub pending_responses: Vec<(String, HttpResponseRecord)>,
+    /// Request ids whose answer is recorded (`hook_responded` delivered).
+    pub responded: HashSet<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum SlotKind {
+    Step(StepSlot),
+    Wait(WaitSlot),
+    Hook(HookSlot),
+}
+
+#[derive(Debug)]
+pub(crate) struct OpSlot {
+    pub id: CorrelationId,
+    pub kind: SlotKind,
+    /// Whether its creation is in the log.
+    pub recorded: bool,
+    /// Whether the future that owns it is gone.
+    pub dropped: bool,
+    /// The future to wake when something is delivered.
+    pub waker: Option<Waker>,
+}
+
+impl OpSlot {
+    /// Wakes the operation's future so its next poll sees a change.
+    pub fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether nothing is left to record or deliver for this operation once its
+    /// future is gone, so its slot can be forgotten (keeps the driver's scans
+    /// proportional to the operations in flight, not to the history).
+    pub fn removable(&self) -> bool {
+        match &self.kind {
+            SlotKind::Step(s) => match s.status {
+                StepStatus::Completed(_) | StepStatus::Failed(_) => true,
+                _ => !self.recorded && s.outcome.is_none(),
+            },
+            SlotKind::Wait(w) => w.done || !self.recorded,
+            SlotKind::Hook(h) => {
+                h.invalid
+                    || (self.recorded
+                        && (!h.dispose_requested || h.disposed)
+                        && h.pending_responses
+                            .iter()
+                            .all(|(id, _)| h.responded.contains(id)))
+            }
+        }
+    }
+
+    /// Whether the workflow may still be waiting on this operation.
+    pub fn unresolved(&self) -> bool {
+        if self.dropped {
+            return false;
+        }
+        match &self.kind {
+            SlotKind::Step(s) => matches!(s.status, StepStatus::Open | StepStatus::Retrying { .. }),
+            SlotKind::Wait(w) => !w.done,
+            SlotKind::Hook(h) => h.conflict.is_none() && !h.disposed && h.payloads.is_empty(),
+        }
+    }
+}
+
+/// One run's replay state.
+#[derive(Debug)]
+pub(crate) struct RunState {
+    pub run_id: RunId,
+    /// Every event known so far, in log order.
+    pub log: Vec<Event>,
+    /// How many of them have been delivered.
+    pub delivered: usize,
+    /// Log positions of recorded creations, by operation index.
+    creations: HashMap<u64, usize>,
+    /// Operations issued so far, by index.
+    pub ops: BTreeMap<u64, OpSlot>,
+    next_index: u64,
+    /// Timestamp of the last delivered event: the workflow's `now()`.
+    pub now: Timestamp,
+    pub rng: ChaCha8Rng,
+    /// A mismatch found while issuing or delivering.
+    pub nondeterminism: Option<NondeterminismError>,
+    /// Counter for [`AttemptOutcome::finished`].
+    pub finish_counter: u64,
+}
+
+/// Shared handle to a run's state.
+pub(crate) type SharedState = Arc<Mutex<RunState>>;
+
+/// Locks a run's state. The lock is never held across an `.await` or while
+/// user code runs, so poisoning can only come from a bug in this crate; the
+/// state is still consistent field by field, so it is used as is.
+pub(crate) fn lock(state: &SharedState) -> MutexGuard<'_, RunState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Parses the operation index out of a correlation id `kind:index`.
+pub(crate) fn op_index(id: &CorrelationId) -> Option<u64> {
+    id.as_str().rsplit_once(':')?.1.parse().ok()
+}
+
+pub(crate) fn describe(kind: OpKind, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{} {n:?}", kind.prefix()),
+        None => kind.prefix().to_string(),
+    }
+}
+
+fn describe_event(data: &EventData) -> String {
+    match data {
+        EventData::StepCreated { name, .. } => describe(OpKind::Step, Some(name)),
+        EventData::HookCreated { token, .. } | EventData::HookConflict { token, .. } => {
+            format!("hook with token {token}")
+        }
+        other => other
+            .kind()
+            .as_str()
+            .trim_end_matches("_created")
+            .to_string(),
+    }
+}
+
+impl RunState {
+    pub fn new(run_id: RunId, log: Vec<Event>) -> Self {
+        // Seeded per run: the same draws on every replay of this run.
+        let id = run_id.as_u128();
+        let seed = (id as u64) ^ ((id >> 64) as u64);
+        let mut state = RunState {
+            run_id,
+            log: Vec::with_capacity(log.len()),
+            delivered: 0,
+            creations: HashMap::new(),
+            ops: BTreeMap::new(),
+            next_index: 0,
+            now: log.first().map(|e| e.at).unwrap_or_default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            nondeterminism: None,
+            finish_counter: 0,
+        };
+        state.extend_log(log);
+        state
+    }
+
+    /// Adds newly read or appended events (which must continue the log).
+    pub fn extend_log(&mut self, events: Vec<Event>) {
+        for e in events {
+            if e.seq != self.log.len() as u64 {
+                continue; // already known
+            }
+            if e.kind().is_creation() {
+                if let Some(i) = e.data.correlation_id().and_then(op_index) {
+                    self.creations.insert(i, self.log.len());
+                }
+            }
+            self.log.push(e);
+        }
+    }
+
+    fn mismatch(&mut self, position: u64, expected: String, found: String) {
+        if self.nondeterminism.is_none() {
+            self.nondeterminism = Some(NondeterminismError {
+                run: self.run_id,
+                position,
+                expected,
+                found,
+            });
+        }
+    }
+
+    /// The recorded creation at the next position, if any.
+    fn recorded_creation(&self, index: u64) -> Option<&Event> {
+        self.creations
+            .get(&index)
+            .and_then(|&pos| self.log.get(pos))
+    }
+
+    /// Called when an operation's future is dropped: forgets its slot if
+    /// nothing is left to do for it, else marks it dropped.
+    pub fn release_op(&mut self, index: u64) {
+        let Some(slot) = self.ops.get_mut(&index) else {
+            return;
+        };
+        slot.dropped = true;
+        slot.waker = None;
+        if slot.removable() {
+            self.ops.remove(&index);
+        }
+    }
+
+    /// Forgets dropped operations that have nothing left to do.
+    pub fn prune(&mut self) {
+        self.ops.retain(|_, s| !(s.dropped && s.removable()));
+    }
+
+    /// The index the next issued operation gets.
+    pub fn peek_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Issues an operation: assigns its index (call order), checks it against
+    /// the recorded one, and creates its slot.
+    pub fn issue(&mut self, kind: OpKind, name: Option<&str>, slot: SlotKind) -> u64 {
+        let index = self.next_index;
+        self.next_index += 1;
+        let id = CorrelationId::from_parts(kind.prefix(), index);
+        if let Some(recorded) = self.recorded_creation(index) {
+            let rkind = OpKind::of_creation(recorded.kind());
+            let same = rkind == Some(kind)
+                && match (&recorded.data, name, &slot) {
+                    (EventData::StepCreated { name: rn, .. }, Some(n), _) => rn == n,
+                    (
+                        EventData::HookCreated { token, .. }
+                        | EventData::HookConflict { token, .. },
+                        _,
+                        SlotKind::Hook(h),
+                    ) => *token == h.token,
+                    _ => true,
+                };
+            if !same {
+                let expected = describe_event(&recorded.data);
+                let found = match &slot {
+                    SlotKind::Hook(h) => format!("hook with token {}", h.token),
+                    _ => describe(kind, name),
+                };
+                self.mismatch(index, expected, found);
+            }
+        }
+        self.ops.insert(
+            index,
+            OpSlot {
+                id,
+                kind: slot,
+                recorded: false,
+                dropped: false,
+                waker: None,
+            },
+        );
+        index
+    }
+
+    /// The token recorded for hook `index`, if its creation is in the log.
+    pub fn recorded_token(&self, index: u64) -> Option<HookToken> {
+        match self.recorded_creation(index).map(|e| &e.data) {
+            Some(EventData::HookCreated { token, .. } | EventData::HookConflict { token, .. }) => {
+                Some(token.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Delivers the next undelivered event. Returns `false` at the live edge.
+    pub fn deliver_next(&mut self) -> bool {
+        let Some(event) = self.log.get(self.delivered).cloned() else {
+            return false;
+        };
+        self.delivered += 1;
+        self.now = self.now.max(event.at);
+        self.deliver(&event);
+        true
+    }
+
+    fn deliver(&mut self, event: &Event) {
+        let Some(id) = event.data.correlation_id() else {
+            return;
+        };
+        let Some(index) = op_index(id) else {
+            self.mismatch(
+                u64::MAX,
+                format!("an operation with unreadable id {id}"),
+                "nothing".into(),
+            );
+            return;
+        };
+        let kind = event.kind();
+        let run_id = self.run_id;
+        let Some(slot) = self.ops.get_mut(&index) else {
+            if kind.is_creation() {
+                let expected = describe_event(&event.data);
+                self.mismatch(index, expected, "no operation at this position".into());
+            }
+            return;
+        };
+        match (&event.data, &mut slot.kind) {
+            (EventData::StepCreated { .. }, SlotKind::Step(_))
+            | (EventData::WaitCreated { .. }, SlotKind::Wait(_))
+            | (EventData::HookCreated { .. }, SlotKind::Hook(_)) => slot.recorded = true,
+            (EventData::HookConflict { holder, .. }, SlotKind::Hook(h)) => {
+                slot.recorded = true;
+                h.conflict = Some(*holder);
+                slot.wake();
+            }
+            (EventData::StepStarted { attempt, .. }, SlotKind::Step(s)) => {
+                s.attempts_started = s.attempts_started.max(*attempt);
+            }
+            (EventData::StepRetrying { retry_at, .. }, SlotKind::Step(s)) => {
+                s.status = StepStatus::Retrying {
+                    retry_at: *retry_at,
+                };
+            }
+            (EventData::StepCompleted { result, .. }, SlotKind::Step(s)) => {
+                s.status = StepStatus::Completed(result.clone());
+                slot.wake();
+            }
+            (EventData::StepFailed { error, .. }, SlotKind::Step(s)) => {
+                s.status = StepStatus::Failed(error.clone());
+                slot.wake();
+            }
+            (EventData::WaitCompleted { .. }, SlotKind::Wait(w)) => {
+                w.done = true;
+                slot.wake();
+            }
+            (EventData::HookReceived { payload, .. }, SlotKind::Hook(h)) => {
+                h.payloads.push_back(payload.clone());
+                slot.wake();
+            }
+            (EventData::HookDisposed { .. }, SlotKind::Hook(h)) => {
+                h.disposed = true;
+                h.dispose_requested = false;
+                slot.wake();
+            }
+            (EventData::HookResponded { request_id, .. }, SlotKind::Hook(h)) => {
+                h.pending_responses.retain(|(id, _)| id != request_id);
+                h.responded.insert(request_id.clone());
+            }
+            (data, _) => {
+                let expected = describe_event(data);
+                let found = match &slot.kind {
+                    SlotKind::Step(s) => describe(OpKind::Step, Some(&s.name)),
+                    SlotKind::Wait(_) => describe(OpKind::Wait, None),
+                    SlotKind::Hook(_) => describe(OpKind::Hook, None),
+                };
+                let _ = run_id;
+                self.mismatch(index, expected, found);
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Resuming hooks from outside a workflow: by token from Rust
+//! ([`Engine::resume_hook`], [`HookDefinition`]) or over HTTP
+//! ([`Engine::resume_webhook`], framework-neutral on the `http` crate).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, warn};
+use workflow_store::{
+    Change, EventData, HookRecord, HookToken, Payload, Resumed, RunId, StoreError, WebhookResponse,
+};
+
+use crate::context::Context;
+use crate::engine::Engine;
+use crate::hook::{Hook, HookOptions};
+use crate::webhook::{http_response, WebhookRequest};
+
+/// Why a payload was not delivered. Nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// The token is not a valid token (empty, too long, or not URL-safe).
+    #[error(transparent)]
+    InvalidToken(#[from] workflow_store::IdError),
+    /// No live hook has this token: never created, disposed, or its run ended.
+    #[error("no live hook has token {token}")]
+    NotFound {
+        /// The token.
+        token: String,
+    },
+    /// The payload could not be encoded.
+    #[error("payload could not be encoded: {0}")]
+    Encode(String),
+    /// A [`HookDefinition`]'s validation rejected the payload.
+    #[error("payload rejected: {message}")]
+    Rejected {
+        /// The validator's reason.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ResumeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::HookNotFound { token } => ResumeError::NotFound {
+                token: token.to_string(),
+            },
+            other => ResumeError::Store(other),
+        }
+    }
+}
+
+impl Engine {
+    /// Delivers `payload` to the live hook with `token`: records
+    /// `hook_received` and makes the run due, in one atomic write. Returns the
+    /// run and hook ids; [`ResumeError::NotFound`] for an unknown or released token.
+    pub async fn resume_hook<T: Serialize + ?Sized>(
+        &self,
+        token: &str,
+        payload: &T,
+    ) -> Result<Resumed, ResumeError> {
+        let token = HookToken::new(token)?;
+        let payload = Payload::encode(payload).map_err(|e| ResumeError::Encode(e.to_string()))?;
+        let resumed = self.store().resume_hook(&token, payload).await?;
+        debug!(run = %resumed.run_id, hook = %resumed.hook, "hook received");
+        Ok(resumed)
+    }
+
+    /// The live hook with `token`: its run, id, metadata and webhook mode.
+    pub async fn get_hook(&self, token: &str) -> Result<Option<HookRecord>, ResumeError> {
+        let token = HookToken::new(token)?;
+        Ok(self.store().get_hook(&token).await?)
+    }
+
+    /// Resumes the webhook with `token` with an HTTP request, and answers it.
+    ///
+    /// | case | answer |
+    /// |---|---|
+    /// | empty or invalid token | `400` |
+    /// | no live webhook with this token | `404`, empty body |
+    /// | default mode | `202 Accepted`, empty body, once recorded |
+    /// | static mode | the stored response |
+    /// | manual mode | the workflow's [`WebhookRequest::respond`], or `504` after the timeout |
+    /// | store failure | `503` |
+    ///
+    /// The manual answer reaches the caller through the store's change feed (or
+    /// by polling), so it works when another engine process drives the run.
+    pub async fn resume_webhook(
+        &self,
+        token: &str,
+        request: http::Request<Bytes>,
+    ) -> http::Response<Bytes> {
+        let token = match HookToken::new(token) {
+            Ok(t) => t,
+            Err(e) => return plain(http::StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let hook = match self.store().get_hook(&token).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return empty(http::StatusCode::NOT_FOUND),
+            Err(e) => return unavailable(e),
+        };
+        let Some(mode) = hook.webhook.clone() else {
+            // A plain hook takes typed payloads from Rust, not HTTP requests.
+            return empty(http::StatusCode::NOT_FOUND);
+        };
+        let request_id = ulid::Ulid::new().to_string();
+        let recorded = WebhookRequest::from_http(request_id.clone(), &request);
+        let payload = match Payload::encode(&recorded) {
+            Ok(p) => p,
+            Err(e) => return plain(http::StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        // Subscribe before recording, so the answer cannot slip past.
+        let feed = self.store().subscribe();
+        let resumed = match self.store().resume_hook(&token, payload).await {
+            Ok(r) => r,
+            Err(StoreError::HookNotFound { .. }) => return empty(http::StatusCode::NOT_FOUND),
+            Err(e) => return unavailable(e),
+        };
+        debug!(run = %resumed.run_id, hook = %resumed.hook, %request_id, "webhook received");
+        match mode {
+            WebhookResponse::Static(rec) => http_response(&rec),
+            WebhookResponse::Manual { timeout_ms } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                match self
+                    .wait_for_answer(resumed.run_id, resumed.seq + 1, &request_id, timeout, feed)
+                    .await
+                {
+                    Some(resp) => resp,
+                    None => empty(http::StatusCode::GATEWAY_TIMEOUT),
+                }
+            }
+            _ => empty(http::StatusCode::ACCEPTED),
+        }
+    }
+
+    /// Waits for `hook_responded` with `request_id` in `run`'s log from `from`.
+    async fn wait_for_answer(
+        &self,
+        run: RunId,
+        mut from: u64,
+        request_id: &str,
+        timeout: Duration,
+        mut feed: Option<tokio::sync::broadcast::Receiver<Change>>,
+    ) -> Option<http::Response<Bytes>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let poll = self.settings().poll_interval;
+        loop {
+            match self
+                .store()
+                .read_events(run, from, workflow_store::READ_PAGE)
+                .await
+            {
+                Ok(events) => {
+                    for e in events {
+                        from = e.seq + 1;
+                        match e.data {
+                            EventData::HookResponded {
+                                request_id: id,
+                                response,
+                                ..
+                            } if id == request_id => return Some(http_response(&response)),
+                            d if d.kind().is_run_terminal() => return None,
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "reading the webhook's answer failed"),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let wait = (deadline - now).min(poll);
+            match feed.as_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(wait, async {
+                        loop {
+                            match rx.recv().await {
+                                Ok(Change::Appended { run: r, .. }) if r == run => return,
+                                Ok(_) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .await;
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
+fn empty(status: http::StatusCode) -> http::Response<Bytes> {
+    let mut r = http::Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
+}
+
+fn plain(status: http::StatusCode, message: String) -> http::Response<Bytes> {
+    let mut r = http::Response::new(Bytes::from(message));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn unavailable(e: StoreError) -> http::Response<Bytes> {
+    warn!(error = %e, "webhook could not be served: store failed");
+    empty(http::StatusCode::SERVICE_UNAVAILABLE)
+}
+
+type Validator<T> = Arc<dyn Fn(&T) -> Result<(), String> + Send + Sync>;
+
+/// A hook type shared by the workflow that waits and the code that resumes:
+/// one payload type on both sides, and validation before anything is recorded.
+///
+/// ```
+/// use workflow_core::HookDefinition;
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Decision { approved: bool, reviewer: String }
+///
+/// let decisions = HookDefinition::<Decision>::new().validate(|d| {
+///     if d.reviewer.is_empty() { Err("reviewer is required".into()) } else { Ok(()) }
+/// });
+/// // In the workflow: let mut hook = decisions.create(&ctx, HookOptions::token("order:42"));
+/// // Outside:         decisions.resume(&engine, "order:42", &decision).await?;
+/// ```
+pub struct HookDefinition<T> {
+    validate: Option<Validator<T>>,
+    _payload: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for HookDefinition<T> {
+    fn clone(&self) -> Self {
+        HookDefinition {
+            validate: self.validate.clone(),
+            _payload: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for HookDefinition<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookDefinition")
+            .field("payload", &std::any::type_name::<T>())
+            .field("validates", &self.validate.is_some())
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Default for HookDefinition<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> HookDefinition<T> {
+    /// A definition without validation.
+    pub fn new() -> Self {
+        HookDefinition {
+            validate: None,
+            _payload: PhantomData,
+        }
+    }
+
+    /// Adds a check run on every payload before it is recorded.
+    pub fn validate(
+        mut self,
+        check: impl Fn(&T) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.validate = Some(Arc::new(check));
+        self
+    }
+
+    /// Creates the hook in a workflow.
+    pub fn create(&self, ctx: &Context, options: HookOptions) -> Hook<T> {
+        ctx.create_hook(options)
+    }
+
+    /// Validates `payload`, then resumes the hook with `token`.
+    /// A rejected payload is [`ResumeError::Rejected`] and is not recorded.
+    pub async fn resume(
+        &self,
+        engine: &Engine,
+        token: &str,
+        payload: &T,
+    ) -> Result<Resumed, ResumeError> {
+        if let Some(check) = &self.validate {
+            check(payload).map_err(|message| ResumeError::Rejected { message })?;
+        }
+        engine.resume_hook(token, payload).await
+    }
+}

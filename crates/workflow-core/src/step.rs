@@ -1,0 +1,298 @@
+//! Steps: the workflow's side effects, run at least once, recorded once.
+//!
+//! A step is issued by [`crate::Context::step`]. Its closure runs only when the
+//! driver grants an attempt (never while replaying recorded history); the
+//! attempt's outcome goes to the driver, which appends it, and the workflow
+//! sees the result only when that event is delivered back. So the value a
+//! workflow sees is always the recorded one, live or on replay.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use workflow_store::{CorrelationId, Payload, RunId};
+
+use crate::error::{StepError, WorkflowError};
+use crate::replay::{lock, AttemptOutcome, SharedState, SlotKind, StepStatus};
+
+/// Exponential backoff between attempts: `initial * factor^(attempt-1)`, capped at `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Delay before the second attempt.
+    pub initial: Duration,
+    /// Growth per attempt.
+    pub factor: f64,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after failed attempt `attempt` (counted from 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use workflow_core::Backoff;
+    /// let b = Backoff { initial: Duration::from_secs(1), factor: 2.0, max: Duration::from_secs(5) };
+    /// assert_eq!(b.delay(1), Duration::from_secs(1));
+    /// assert_eq!(b.delay(3), Duration::from_secs(4));
+    /// assert_eq!(b.delay(10), Duration::from_secs(5));
+    /// ```
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let secs = self.initial.as_secs_f64() * self.factor.max(1.0).powi(exp);
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs.max(0.0))
+        }
+    }
+}
+
+/// How a step is retried and timed out.
+///
+/// ```
+/// use std::time::Duration;
+/// use workflow_core::StepOptions;
+/// let opts = StepOptions::default().max_attempts(5).timeout(Duration::from_secs(10));
+/// assert_eq!(opts.max_attempts, 5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOptions {
+    /// Attempts before the step fails for good (default 3; at least 1).
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Limit on one attempt; an attempt past it fails as retryable.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions {
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            timeout: None,
+        }
+    }
+}
+
+impl StepOptions {
+    /// Sets the number of attempts (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Sets the backoff.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What a step's closure is told about the attempt it runs.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    run_id: RunId,
+    step_id: CorrelationId,
+    name: String,
+    attempt: u32,
+}
+
+impl StepContext {
+    /// The run.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// The step's correlation id (`step:3`).
+    pub fn step_id(&self) -> &CorrelationId {
+        &self.step_id
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key that is the same for every attempt of this step in this run and
+    /// differs for every other step: pass it to external APIs so a retried
+    /// attempt does not repeat an effect that already happened.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.run_id, self.step_id)
+    }
+}
+
+/// One running attempt: the closure's future and its deadline.
+struct Attempt<Fut> {
+    number: u32,
+    fut: Pin<Box<Fut>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The future of one step; resolves to the recorded result.
+#[must_use = "a step does nothing unless awaited"]
+pub struct Step<T, F, Fut> {
+    state: SharedState,
+    index: u64,
+    run_id: RunId,
+    step_id: CorrelationId,
+    name: String,
+    timeout: Option<Duration>,
+    f: F,
+    running: Option<Attempt<Fut>>,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T, F, Fut> Step<T, F, Fut> {
+    pub(crate) fn new(
+        state: SharedState,
+        index: u64,
+        run_id: RunId,
+        step_id: CorrelationId,
+        name: String,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Self {
+        Step {
+            state,
+            index,
+            run_id,
+            step_id,
+            name,
+            timeout,
+            f,
+            running: None,
+            _out: PhantomData,
+        }
+    }
+}
+
+// The closure and the boxed attempt are never pinned structurally.
+impl<T, F, Fut> Unpin for Step<T, F, Fut> {}
+
+impl<T, F, Fut> Future for Step<T, F, Fut>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(StepContext) -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    type Output = Result<T, WorkflowError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let grant = {
+            let mut st = lock(&this.state);
+            let Some(slot) = st.ops.get_mut(&this.index) else {
+                return Poll::Pending;
+            };
+            let SlotKind::Step(step) = &mut slot.kind else {
+                return Poll::Pending;
+            };
+            match &step.status {
+                StepStatus::Completed(payload) => {
+                    return Poll::Ready(
+                        payload
+                            .decode::<T>()
+                            .map_err(|e| WorkflowError::decode("step result", e)),
+                    );
+                }
+                StepStatus::Failed(error) => {
+                    return Poll::Ready(Err(WorkflowError::StepFailed {
+                        step: this.step_id.clone(),
+                        name: this.name.clone(),
+                        attempts: step.attempts_started,
+                        message: error.message.clone(),
+                    }));
+                }
+                StepStatus::Open | StepStatus::Retrying { .. } => {}
+            }
+            slot.waker = Some(cx.waker().clone());
+            match &mut slot.kind {
+                SlotKind::Step(step) if step.outcome.is_none() => step.grant,
+                _ => None,
+            }
+        };
+        if let Some(attempt) = grant {
+            if this.running.as_ref().map(|a| a.number) != Some(attempt) {
+                let ctx = StepContext {
+                    run_id: this.run_id,
+                    step_id: this.step_id.clone(),
+                    name: this.name.clone(),
+                    attempt,
+                };
+                this.running = Some(Attempt {
+                    number: attempt,
+                    fut: Box::pin((this.f)(ctx)),
+                    deadline: this.timeout.map(|d| Box::pin(tokio::time::sleep(d))),
+                });
+            }
+        }
+        let Some(running) = this.running.as_mut() else {
+            return Poll::Pending;
+        };
+        let attempt = running.number;
+        let result = match running.fut.as_mut().poll(cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => match running.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Err(StepError::retryable(format!(
+                    "attempt timed out after {} ms",
+                    this.timeout.unwrap_or_default().as_millis()
+                ))),
+                _ => return Poll::Pending,
+            },
+        };
+        this.running = None;
+        let result = result.and_then(|value| {
+            Payload::encode(&value)
+                .map_err(|e| StepError::fatal(format!("step result could not be encoded: {e}")))
+        });
+        let mut st = lock(&this.state);
+        st.finish_counter += 1;
+        let finished = st.finish_counter;
+        if let Some(slot) = st.ops.get_mut(&this.index) {
+            if let SlotKind::Step(step) = &mut slot.kind {
+                step.grant = None;
+                step.outcome = Some(AttemptOutcome {
+                    attempt,
+                    result,
+                    finished,
+                });
+            }
+        }
+        // Tell the driver an outcome is ready to be recorded.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T, F, Fut> Drop for Step<T, F, Fut> {
+    fn drop(&mut self) {
+        lock(&self.state).release_op(self.index);
+    }
+}

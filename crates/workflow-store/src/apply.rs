@@ -1,0 +1,705 @@
+//! The store's rules, written once for every backend.
+//!
+//! A write operation (create a run, append, resume a hook, lease, …) reads the
+//! current projections through a [`ReadView`], checks the invariants, and stages
+//! everything it would change in a [`Changes`] set. The backend commits that set
+//! atomically (a sled transaction, a mutex, an SQL transaction), and only then
+//! publishes the staged notifications. Nothing is staged for a failed operation,
+//! so a rejected append leaves no trace: atomicity is the backend's commit.
+//!
+//! Backends therefore implement reads by key and an all-or-nothing commit; they
+//! never re-implement the invariants. (Backends with their own query language
+//! may still do so, and the conformance suite keeps them honest.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::event::{Event, EventData, EventKind, Payload, Timestamp};
+use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
+use crate::record::{
+    millis, Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpKind, OpState, QueueEntry,
+    Resumed, RunRecord, RunStatus, TokenOwner,
+};
+
+/// Reads by key, as of the start of the write (inside the backend's transaction).
+pub trait ReadView {
+    /// A run's record.
+    fn run(&mut self, id: RunId) -> Result<Option<RunRecord>, StoreError>;
+    /// One event of a run.
+    fn event(&mut self, run: RunId, seq: u64) -> Result<Option<Event>, StoreError>;
+    /// The state of an operation.
+    fn op(&mut self, run: RunId, id: &CorrelationId) -> Result<Option<OpState>, StoreError>;
+    /// The live owner of a token.
+    fn token(&mut self, token: &HookToken) -> Result<Option<TokenOwner>, StoreError>;
+    /// All hooks of a run, in creation order.
+    fn run_hooks(&mut self, run: RunId) -> Result<Vec<HookRecord>, StoreError>;
+    /// A run's queue entry.
+    fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError>;
+}
+
+/// Everything one write operation changes, to be committed atomically.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Run records to write, with the status each had before (`None`: new run),
+    /// so a backend can maintain a status index.
+    pub runs: BTreeMap<RunId, (Option<RunStatus>, RunRecord)>,
+    /// Events to insert, in order.
+    pub events: Vec<(RunId, Event)>,
+    /// Operation states to write.
+    pub ops: BTreeMap<(RunId, CorrelationId), OpState>,
+    /// Token index changes: `Some` sets the owner, `None` deletes the token.
+    pub tokens: BTreeMap<HookToken, Option<TokenOwner>>,
+    /// Full replacement of a run's hook list.
+    pub run_hooks: BTreeMap<RunId, Vec<HookRecord>>,
+    /// Queue changes: the entry's effective due time before (to remove its
+    /// index key), and the new entry (`None` deletes it).
+    pub queue: BTreeMap<RunId, (Option<Timestamp>, Option<QueueEntry>)>,
+    /// Notifications to publish after the commit.
+    pub notify: Vec<Change>,
+}
+
+impl Changes {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+            && self.events.is_empty()
+            && self.ops.is_empty()
+            && self.tokens.is_empty()
+            && self.run_hooks.is_empty()
+            && self.queue.is_empty()
+    }
+}
+
+/// A [`ReadView`] overlaid with the changes staged so far.
+pub struct Staged<'a, R: ReadView + ?Sized> {
+    view: &'a mut R,
+    changes: Changes,
+    now: Timestamp,
+}
+
+impl<'a, R: ReadView + ?Sized> Staged<'a, R> {
+    /// Starts a write at time `now`.
+    pub fn new(view: &'a mut R, now: Timestamp) -> Self {
+        Staged {
+            view,
+            changes: Changes::default(),
+            now,
+        }
+    }
+
+    /// The staged changes.
+    pub fn into_changes(self) -> Changes {
+        self.changes
+    }
+
+    fn run(&mut self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        if let Some((_, rec)) = self.changes.runs.get(&id) {
+            return Ok(Some(rec.clone()));
+        }
+        self.view.run(id)
+    }
+
+    fn put_run(&mut self, before: Option<RunStatus>, rec: RunRecord) {
+        let before = match self.changes.runs.get(&rec.id) {
+            Some((b, _)) => *b,
+            None => before,
+        };
+        self.changes.runs.insert(rec.id, (before, rec));
+    }
+
+    fn op(&mut self, run: RunId, id: &CorrelationId) -> Result<Option<OpState>, StoreError> {
+        if let Some(s) = self.changes.ops.get(&(run, id.clone())) {
+            return Ok(Some(*s));
+        }
+        self.view.op(run, id)
+    }
+
+    fn token(&mut self, token: &HookToken) -> Result<Option<TokenOwner>, StoreError> {
+        if let Some(owner) = self.changes.tokens.get(token) {
+            return Ok(owner.clone());
+        }
+        self.view.token(token)
+    }
+
+    fn run_hooks(&mut self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
+        if let Some(hooks) = self.changes.run_hooks.get(&run) {
+            return Ok(hooks.clone());
+        }
+        self.view.run_hooks(run)
+    }
+
+    fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError> {
+        if let Some((_, entry)) = self.changes.queue.get(&run) {
+            return Ok(entry.clone());
+        }
+        self.view.queue(run)
+    }
+
+    /// Stages a queue entry (deleting it when empty) and a `Due` notification
+    /// when the run's due time moves.
+    fn put_queue(&mut self, run: RunId, entry: QueueEntry) -> Result<(), StoreError> {
+        let before = self.queue_due_before(run)?;
+        let due = entry.effective_due();
+        if due != before {
+            if let Some(at) = due {
+                self.changes.notify.push(Change::Due { run, at });
+            }
+        }
+        let entry = if entry.is_empty() { None } else { Some(entry) };
+        self.changes.queue.insert(run, (before, entry));
+        Ok(())
+    }
+
+    fn delete_queue(&mut self, run: RunId) -> Result<(), StoreError> {
+        if self.queue(run)?.is_some() {
+            let before = self.queue_due_before(run)?;
+            self.changes.queue.insert(run, (before, None));
+        }
+        Ok(())
+    }
+
+    /// The effective due time the backend has indexed for `run`, before this write.
+    fn queue_due_before(&mut self, run: RunId) -> Result<Option<Timestamp>, StoreError> {
+        match self.changes.queue.get(&run) {
+            Some((before, _)) => Ok(*before),
+            None => Ok(self.view.queue(run)?.and_then(|e| e.effective_due())),
+        }
+    }
+
+    fn wake_now(&mut self, run: RunId) -> Result<(), StoreError> {
+        let mut entry = self.queue(run)?.unwrap_or_default();
+        entry.wake_gen += 1;
+        let now = self.now;
+        entry.wake_due = Some(entry.wake_due.map_or(now, |d| d.min(now)));
+        self.put_queue(run, entry)
+    }
+}
+
+fn live_run(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    id: RunId,
+) -> Result<RunRecord, StoreError> {
+    let run = st.run(id)?.ok_or(StoreError::RunNotFound { run: id })?;
+    if run.status.is_terminal() {
+        return Err(StoreError::RunTerminal {
+            run: id,
+            status: run.status,
+        });
+    }
+    Ok(run)
+}
+
+/// Creates a run, or finds the identical one (see [`crate::Store::create_run`]).
+pub fn create_run(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    new: &NewRun,
+) -> Result<CreatedRun, StoreError> {
+    if let Some(existing) = st.run(new.id)? {
+        let first = st.view.event(new.id, 0)?;
+        let same = matches!(
+            first.map(|e| e.data),
+            Some(EventData::RunCreated { workflow, input })
+                if workflow == new.workflow && input == new.input
+        );
+        return if same {
+            Ok(CreatedRun {
+                run: existing,
+                created: false,
+            })
+        } else {
+            Err(StoreError::RunConflict { run: new.id })
+        };
+    }
+    let now = st.now;
+    let rec = RunRecord {
+        id: new.id,
+        workflow: new.workflow.clone(),
+        status: RunStatus::Pending,
+        error: None,
+        created_at: now,
+        updated_at: now,
+        next_seq: 1,
+    };
+    st.changes.events.push((
+        new.id,
+        Event {
+            seq: 0,
+            at: now,
+            data: EventData::RunCreated {
+                workflow: new.workflow.clone(),
+                input: new.input.clone(),
+            },
+        },
+    ));
+    st.put_run(None, rec.clone());
+    st.changes.notify.push(Change::Appended {
+        run: new.id,
+        next_seq: 1,
+    });
+    st.wake_now(new.id)?;
+    Ok(CreatedRun {
+        run: rec,
+        created: true,
+    })
+}
+
+/// Appends events with their projections (see [`crate::Store::append`]).
+pub fn append(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    events: Vec<EventData>,
+    fence: Option<LeaseId>,
+) -> Result<Appended, StoreError> {
+    let mut run = live_run(st, run_id)?;
+    let before = run.status;
+    if let Some(fence) = fence {
+        let holds = st
+            .queue(run_id)?
+            .and_then(|e| e.lease)
+            .is_some_and(|l| l.id == fence);
+        if !holds {
+            return Err(StoreError::LeaseLost { run: run_id });
+        }
+    }
+    // Timestamps never go backwards within a run, whatever the clock does.
+    let at = st.now.max(run.updated_at);
+    let mut recorded = Vec::with_capacity(events.len());
+    for data in events {
+        if run.status.is_terminal() {
+            return Err(StoreError::RunTerminal {
+                run: run_id,
+                status: run.status,
+            });
+        }
+        let data = apply_event(st, &mut run, data, at)?;
+        recorded.push(Event {
+            seq: run.next_seq,
+            at,
+            data,
+        });
+        run.next_seq += 1;
+    }
+    if recorded.is_empty() {
+        return Ok(Appended {
+            events: recorded,
+            run,
+        });
+    }
+    run.updated_at = at;
+    for e in &recorded {
+        st.changes.events.push((run_id, e.clone()));
+    }
+    st.changes.notify.push(Change::Appended {
+        run: run_id,
+        next_seq: run.next_seq,
+    });
+    st.put_run(Some(before), run.clone());
+    Ok(Appended {
+        events: recorded,
+        run,
+    })
+}
+
+fn invalid(run: RunId, kind: EventKind, reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidEvent {
+        run,
+        kind,
+        reason: reason.into(),
+    }
+}
+
+/// Checks one event against the run's state and stages its projections;
+/// returns the event as it is to be recorded.
+fn apply_event(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run: &mut RunRecord,
+    data: EventData,
+    at: Timestamp,
+) -> Result<EventData, StoreError> {
+    let run_id = run.id;
+    let kind = data.kind();
+    match &data {
+        EventData::RunCreated { .. } => {
+            return Err(invalid(
+                run_id,
+                kind,
+                "run_created is written by create_run, never appended",
+            ))
+        }
+        EventData::RunStarted => {
+            run.status = RunStatus::Running;
+            run.error = None;
+        }
+        EventData::RunBlocked { error } => {
+            run.status = RunStatus::Blocked;
+            run.error = Some(error.clone());
+        }
+        EventData::RunCompleted { .. } | EventData::RunFailed { .. } | EventData::RunCancelled => {
+            run.status = match &data {
+                EventData::RunCompleted { .. } => RunStatus::Completed,
+                EventData::RunFailed { .. } => RunStatus::Failed,
+                _ => RunStatus::Cancelled,
+            };
+            run.error = match &data {
+                EventData::RunFailed { error } => Some(error.clone()),
+                _ => None,
+            };
+            release_hooks(st, run_id)?;
+            st.delete_queue(run_id)?;
+        }
+        _ => return apply_op_event(st, run_id, data, at),
+    }
+    Ok(data)
+}
+
+/// Releases every live hook of a run that has ended.
+fn release_hooks(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+) -> Result<(), StoreError> {
+    let mut hooks = st.run_hooks(run_id)?;
+    if hooks.iter().all(|h| !h.live) {
+        return Ok(());
+    }
+    for h in hooks.iter_mut().filter(|h| h.live) {
+        h.live = false;
+        st.changes.tokens.insert(h.token.clone(), None);
+    }
+    st.changes.run_hooks.insert(run_id, hooks);
+    Ok(())
+}
+
+fn expect_op(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    id: &CorrelationId,
+    kind: EventKind,
+    want: OpKind,
+) -> Result<OpState, StoreError> {
+    let state = st
+        .op(run_id, id)?
+        .ok_or_else(|| StoreError::UnknownCorrelation {
+            run: run_id,
+            correlation: id.clone(),
+        })?;
+    if state.kind != want {
+        return Err(invalid(
+            run_id,
+            kind,
+            format!("{id} is a {:?} operation, not a {want:?}", state.kind),
+        ));
+    }
+    Ok(state)
+}
+
+fn apply_op_event(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    data: EventData,
+    at: Timestamp,
+) -> Result<EventData, StoreError> {
+    let kind = data.kind();
+    let Some(id) = data.correlation_id().cloned() else {
+        return Err(invalid(run_id, kind, "event has no correlation id"));
+    };
+    if kind.is_creation() && st.op(run_id, &id)?.is_some() {
+        return Err(StoreError::DuplicateCorrelation {
+            run: run_id,
+            correlation: id,
+        });
+    }
+    let key = (run_id, id.clone());
+    match data {
+        EventData::StepCreated { .. } => {
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Step,
+                    closed: false,
+                },
+            );
+        }
+        EventData::StepStarted { .. }
+        | EventData::StepCompleted { .. }
+        | EventData::StepFailed { .. }
+        | EventData::StepRetrying { .. } => {
+            let state = expect_op(st, run_id, &id, kind, OpKind::Step)?;
+            if state.closed {
+                return Err(StoreError::StepAlreadyTerminal {
+                    run: run_id,
+                    step: id,
+                });
+            }
+            let mut entry = st.queue(run_id)?;
+            let had_timer = entry.as_ref().is_some_and(|e| e.timers.contains_key(&id));
+            if let EventData::StepRetrying { retry_at, .. } = &data {
+                let mut e = entry.take().unwrap_or_default();
+                e.timers.insert(id.clone(), *retry_at);
+                st.put_queue(run_id, e)?;
+            } else if had_timer {
+                if let Some(mut e) = entry.take() {
+                    e.timers.remove(&id);
+                    st.put_queue(run_id, e)?;
+                }
+            }
+            if matches!(
+                data,
+                EventData::StepCompleted { .. } | EventData::StepFailed { .. }
+            ) {
+                st.changes.ops.insert(
+                    key,
+                    OpState {
+                        kind: OpKind::Step,
+                        closed: true,
+                    },
+                );
+            }
+        }
+        EventData::HookCreated {
+            hook,
+            token,
+            metadata,
+            webhook,
+        } => {
+            if let Some(owner) = st.token(&token)? {
+                st.changes.ops.insert(
+                    key,
+                    OpState {
+                        kind: OpKind::Hook,
+                        closed: true,
+                    },
+                );
+                return Ok(EventData::HookConflict {
+                    hook,
+                    token,
+                    holder: owner.run_id,
+                });
+            }
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Hook,
+                    closed: false,
+                },
+            );
+            st.changes.tokens.insert(
+                token.clone(),
+                Some(TokenOwner {
+                    run_id,
+                    hook: hook.clone(),
+                }),
+            );
+            let mut hooks = st.run_hooks(run_id)?;
+            hooks.push(HookRecord {
+                run_id,
+                hook: hook.clone(),
+                token: token.clone(),
+                metadata: metadata.clone(),
+                webhook: webhook.clone(),
+                created_at: at,
+                live: true,
+            });
+            st.changes.run_hooks.insert(run_id, hooks);
+            return Ok(EventData::HookCreated {
+                hook,
+                token,
+                metadata,
+                webhook,
+            });
+        }
+        EventData::HookConflict { .. } => {
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Hook,
+                    closed: true,
+                },
+            );
+        }
+        EventData::HookReceived { .. } => {
+            let state = expect_op(st, run_id, &id, kind, OpKind::Hook)?;
+            if state.closed {
+                return Err(invalid(run_id, kind, format!("hook {id} is not live")));
+            }
+        }
+        EventData::HookResponded { .. } => {
+            let state = expect_op(st, run_id, &id, kind, OpKind::Hook)?;
+            let was_created = !state.closed || st.run_hooks(run_id)?.iter().any(|h| h.hook == id);
+            if !was_created {
+                return Err(invalid(
+                    run_id,
+                    kind,
+                    format!("hook {id} was never created (token conflict)"),
+                ));
+            }
+        }
+        EventData::HookDisposed { .. } => {
+            let state = expect_op(st, run_id, &id, kind, OpKind::Hook)?;
+            if state.closed {
+                return Err(invalid(
+                    run_id,
+                    kind,
+                    format!("hook {id} is already disposed or was never live"),
+                ));
+            }
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Hook,
+                    closed: true,
+                },
+            );
+            let mut hooks = st.run_hooks(run_id)?;
+            if let Some(h) = hooks.iter_mut().find(|h| h.hook == id && h.live) {
+                h.live = false;
+                st.changes.tokens.insert(h.token.clone(), None);
+            }
+            st.changes.run_hooks.insert(run_id, hooks);
+        }
+        EventData::WaitCreated { resume_at, .. } => {
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Wait,
+                    closed: false,
+                },
+            );
+            let mut e = st.queue(run_id)?.unwrap_or_default();
+            e.timers.insert(id.clone(), resume_at);
+            st.put_queue(run_id, e)?;
+        }
+        EventData::WaitCompleted { .. } => {
+            let state = expect_op(st, run_id, &id, kind, OpKind::Wait)?;
+            if state.closed {
+                return Err(invalid(
+                    run_id,
+                    kind,
+                    format!("wait {id} already completed"),
+                ));
+            }
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Wait,
+                    closed: true,
+                },
+            );
+            if let Some(mut e) = st.queue(run_id)? {
+                if e.timers.remove(&id).is_some() {
+                    st.put_queue(run_id, e)?;
+                }
+            }
+        }
+        other => {
+            return Err(invalid(
+                run_id,
+                other.kind(),
+                "event kind is not an operation event",
+            ))
+        }
+    }
+    Ok(data)
+}
+
+/// Delivers a payload to the live hook holding `token` (see [`crate::Store::resume_hook`]).
+pub fn resume_hook(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    token: &HookToken,
+    payload: Payload,
+) -> Result<Resumed, StoreError> {
+    let owner = st.token(token)?.ok_or_else(|| StoreError::HookNotFound {
+        token: token.clone(),
+    })?;
+    let appended = append(
+        st,
+        owner.run_id,
+        vec![EventData::HookReceived {
+            hook: owner.hook.clone(),
+            payload,
+        }],
+        None,
+    )?;
+    st.wake_now(owner.run_id)?;
+    let seq = appended.events.first().map_or(0, |e| e.seq);
+    Ok(Resumed {
+        run_id: owner.run_id,
+        hook: owner.hook,
+        seq,
+    })
+}
+
+/// Makes a run due now.
+pub fn wake(st: &mut Staged<'_, impl ReadView + ?Sized>, run: RunId) -> Result<(), StoreError> {
+    live_run(st, run)?;
+    st.wake_now(run)
+}
+
+/// Leases one run if it is due now and not held; `Ok(None)` otherwise.
+pub fn try_lease(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run: RunId,
+    ttl: Duration,
+) -> Result<Option<Lease>, StoreError> {
+    let now = st.now;
+    let Some(mut entry) = st.queue(run)? else {
+        return Ok(None);
+    };
+    match entry.effective_due() {
+        Some(due) if due <= now => {}
+        _ => return Ok(None),
+    }
+    let lease = Lease {
+        run_id: run,
+        id: LeaseId::new(),
+        expires_at: Timestamp(now.0.saturating_add(millis(ttl).max(1))),
+        wake: entry.wake_gen,
+    };
+    entry.lease = Some(lease.clone());
+    st.put_queue(run, entry)?;
+    Ok(Some(lease))
+}
+
+/// Extends a held lease.
+pub fn renew_lease(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    lease: &Lease,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    let lost = StoreError::LeaseLost { run: lease.run_id };
+    let Some(mut entry) = st.queue(lease.run_id)? else {
+        return Err(lost);
+    };
+    if entry.lease.as_ref().map(|l| l.id) != Some(lease.id) {
+        return Err(lost);
+    }
+    let renewed = Lease {
+        expires_at: Timestamp(st.now.0.saturating_add(millis(ttl).max(1))),
+        ..lease.clone()
+    };
+    entry.lease = Some(renewed.clone());
+    st.put_queue(lease.run_id, entry)?;
+    Ok(renewed)
+}
+
+/// Gives a lease up (see [`crate::Store::release_lease`]).
+pub fn release_lease(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    lease: &Lease,
+) -> Result<(), StoreError> {
+    let Some(mut entry) = st.queue(lease.run_id)? else {
+        // The run ended (its queue entry went with it) or never was queued.
+        return match st.run(lease.run_id)? {
+            Some(r) if r.status.is_terminal() => Ok(()),
+            _ => Err(StoreError::LeaseLost { run: lease.run_id }),
+        };
+    };
+    if entry.lease.as_ref().map(|l| l.id) != Some(lease.id) {
+        return Err(StoreError::LeaseLost { run: lease.run_id });
+    }
+    entry.lease = None;
+    if entry.wake_gen == lease.wake {
+        entry.wake_due = None;
+    }
+    st.put_queue(lease.run_id, entry)
+}

@@ -1,0 +1,122 @@
+//! Leases: one holder per run, expiry hands the run to the next taker,
+//! renewal extends, and a lost lease fences the old holder's writes.
+
+use std::time::Duration;
+
+use super::{fresh, new_run, step_created, Backend, TTL};
+use crate::error::StoreError;
+use crate::event::EventData;
+use crate::store::Store;
+
+/// Runs the lease checks.
+pub async fn run<B: Backend>(b: &B) {
+    lease_is_exclusive_and_expires(b).await;
+    renew_extends_and_release_frees(b).await;
+}
+
+/// A leased run is not leased again until the lease expires; then the old
+/// holder is fenced off.
+pub async fn lease_is_exclusive_and_expires<B: Backend>(b: &B) {
+    let (store, clock) = fresh(b).await;
+    let run = new_run(&store, "wf").await;
+    let first = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(first.len(), 1, "leases: a new run was not due");
+    let lease = first[0].clone();
+    assert_eq!(lease.run_id, run);
+    assert_eq!(
+        lease.expires_at,
+        super::START.saturating_add(TTL),
+        "leases: expiry is not now + ttl"
+    );
+    assert!(
+        store.lease_due(10, TTL).await.expect("lease").is_empty(),
+        "leases: a held run was leased twice"
+    );
+    store
+        .append(run, vec![EventData::RunStarted], Some(lease.id))
+        .await
+        .expect("fenced append by holder");
+    clock.advance(TTL - Duration::from_millis(1));
+    assert!(
+        store.lease_due(10, TTL).await.expect("lease").is_empty(),
+        "leases: taken over before expiry"
+    );
+    clock.advance(Duration::from_millis(1));
+    let second = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(
+        second.len(),
+        1,
+        "leases: an expired lease was not taken over"
+    );
+    assert_ne!(
+        second[0].id, lease.id,
+        "leases: the new holder got the old lease id"
+    );
+    let r = store
+        .append(run, vec![step_created("step:0")], Some(lease.id))
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: the old holder could still write: {r:?}"
+    );
+    let r = store.renew_lease(&lease, TTL).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: the old holder could renew: {r:?}"
+    );
+    let r = store.release_lease(&lease).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: the old holder could release: {r:?}"
+    );
+    store
+        .append(run, vec![step_created("step:0")], Some(second[0].id))
+        .await
+        .expect("new holder writes");
+}
+
+/// Renewing moves the expiry; releasing makes the run leasable only if due.
+pub async fn renew_extends_and_release_frees<B: Backend>(b: &B) {
+    let (store, clock) = fresh(b).await;
+    let run = new_run(&store, "wf").await;
+    let lease = store.lease_due(1, TTL).await.expect("lease").remove(0);
+    clock.advance(TTL / 2);
+    let renewed = store.renew_lease(&lease, TTL).await.expect("renew");
+    assert_eq!(renewed.id, lease.id);
+    assert_eq!(
+        renewed.expires_at,
+        super::START.saturating_add(TTL / 2 + TTL),
+        "leases: renew did not extend"
+    );
+    clock.advance(TTL / 2 + Duration::from_millis(1));
+    assert!(
+        store.lease_due(10, TTL).await.expect("lease").is_empty(),
+        "leases: renewed lease taken over"
+    );
+    // A wake-up while held keeps the run due after release.
+    store.wake(run).await.expect("wake");
+    store.release_lease(&renewed).await.expect("release");
+    let again = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(
+        again.len(),
+        1,
+        "leases: a wake-up during the lease was lost on release"
+    );
+    store.release_lease(&again[0]).await.expect("release");
+    assert!(
+        store.lease_due(10, TTL).await.expect("lease").is_empty(),
+        "leases: released run with nothing due was leased again"
+    );
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "leases: idle run still has a due time"
+    );
+    let r = store
+        .append(run, vec![EventData::RunStarted], Some(again[0].id))
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: released lease still fences in: {r:?}"
+    );
+}

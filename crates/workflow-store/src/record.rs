@@ -1,0 +1,291 @@
+//! Projections: what the store derives from the log and keeps up to date in the
+//! same atomic write as each event (runs, hooks, the work queue), plus the
+//! values the [`crate::Store`] methods take and return.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ErrorRecord, Event, Payload, Timestamp, WebhookResponse};
+use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// Created, not yet started by an engine.
+    Pending,
+    /// Started; executing or waiting (on a step, timer or hook).
+    Running,
+    /// Stopped by a nondeterminism error until fixed code runs it again.
+    Blocked,
+    /// Returned `Ok` (terminal).
+    Completed,
+    /// Returned `Err` (terminal).
+    Failed,
+    /// Cancelled (terminal).
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Every status, in a fixed order.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Blocked,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    /// Whether the run has ended; an ended run accepts no more writes.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    /// The status's name (`running`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Blocked => "blocked",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A stable one-byte code, for backends that index by status.
+    pub fn code(self) -> u8 {
+        match self {
+            RunStatus::Pending => 0,
+            RunStatus::Running => 1,
+            RunStatus::Blocked => 2,
+            RunStatus::Completed => 3,
+            RunStatus::Failed => 4,
+            RunStatus::Cancelled => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run as the store sees it: the projection of its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run.
+    pub id: RunId,
+    /// Registered workflow name.
+    pub workflow: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// The error of a failed or blocked run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+    /// Timestamp of `run_created`.
+    pub created_at: Timestamp,
+    /// Timestamp of the newest event.
+    pub updated_at: Timestamp,
+    /// The `seq` the next event gets: the number of events in the log.
+    pub next_seq: u64,
+}
+
+/// A hook of a run, live or released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// The run that created it.
+    pub run_id: RunId,
+    /// Its correlation id in that run.
+    pub hook: CorrelationId,
+    /// The token.
+    pub token: HookToken,
+    /// Data kept with the hook.
+    pub metadata: Option<Payload>,
+    /// Webhook response mode; `None` for plain hooks.
+    pub webhook: Option<WebhookResponse>,
+    /// When `hook_created` was appended.
+    pub created_at: Timestamp,
+    /// Whether the token currently resumes this hook.
+    pub live: bool,
+}
+
+/// Input of [`crate::Store::create_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRun {
+    /// The caller-chosen id; creating the same id again with the same
+    /// workflow and input is a no-op.
+    pub id: RunId,
+    /// Registered workflow name.
+    pub workflow: String,
+    /// The workflow's input.
+    pub input: Payload,
+}
+
+/// Result of [`crate::Store::create_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedRun {
+    /// The run as stored.
+    pub run: RunRecord,
+    /// `false` when the run already existed with the same workflow and input.
+    pub created: bool,
+}
+
+/// Result of [`crate::Store::append`]: the events exactly as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The recorded events, with their `seq` and timestamp. A `hook_created`
+    /// whose token was taken is recorded (and returned) as `hook_conflict`.
+    pub events: Vec<Event>,
+    /// The run after the write.
+    pub run: RunRecord,
+}
+
+/// Result of [`crate::Store::resume_hook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// The run that holds the hook.
+    pub run_id: RunId,
+    /// The hook's correlation id.
+    pub hook: CorrelationId,
+    /// The `seq` of the recorded `hook_received`.
+    pub seq: u64,
+}
+
+/// Which runs [`crate::Store::list_runs`] returns: ordered by id (oldest first),
+/// starting after `after`, at most `limit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs whose id is greater (the last id of the previous page).
+    pub after: Option<RunId>,
+    /// Page size.
+    pub limit: usize,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        RunQuery {
+            status: None,
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+/// The right to drive one run until `expires_at`: one holder at a time.
+///
+/// Pass its id to [`crate::Store::append`] to fence writes: once the lease is
+/// lost (it expired and another holder took the run), those writes fail with
+/// [`crate::StoreError::LeaseLost`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The leased run.
+    pub run_id: RunId,
+    /// This lease.
+    pub id: LeaseId,
+    /// When it lapses unless renewed.
+    pub expires_at: Timestamp,
+    /// The run's wake generation when leased; releasing clears the wake-up
+    /// only if no newer one arrived meanwhile.
+    pub wake: u64,
+}
+
+/// A notification that something changed in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A run got new events; its log now has `next_seq` events.
+    Appended {
+        /// The run.
+        run: RunId,
+        /// Length of its log.
+        next_seq: u64,
+    },
+    /// A run has work due at `at` (perhaps now).
+    Due {
+        /// The run.
+        run: RunId,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// The kind of operation a correlation id names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[doc(hidden)]
+pub enum OpKind {
+    Step,
+    Hook,
+    Wait,
+}
+
+/// Per-operation state a backend keeps to check invariants without reading the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[doc(hidden)]
+pub struct OpState {
+    /// What the operation is.
+    pub kind: OpKind,
+    /// Step: has its terminal event. Hook: disposed, or never live (conflict).
+    /// Wait: completed.
+    pub closed: bool,
+}
+
+/// The live owner of a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[doc(hidden)]
+pub struct TokenOwner {
+    /// The run.
+    pub run_id: RunId,
+    /// The hook.
+    pub hook: CorrelationId,
+}
+
+/// A run's row in the work queue: why it is due and who holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[doc(hidden)]
+pub struct QueueEntry {
+    /// Bumped by every wake-up (run created, hook received, explicit wake).
+    pub wake_gen: u64,
+    /// When the pending wake-up became due, if one is pending.
+    pub wake_due: Option<Timestamp>,
+    /// Armed timers and step retries, by correlation id.
+    pub timers: BTreeMap<CorrelationId, Timestamp>,
+    /// The current lease, if any.
+    pub lease: Option<Lease>,
+}
+
+impl QueueEntry {
+    /// When the run next needs an engine's attention: its lease's expiry while
+    /// leased (so a crashed holder's run is taken over), else its earliest due item.
+    pub fn effective_due(&self) -> Option<Timestamp> {
+        if let Some(lease) = &self.lease {
+            return Some(lease.expires_at);
+        }
+        let timers = self.timers.values().copied().min();
+        match (self.wake_due, timers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the entry holds nothing and can be deleted.
+    pub fn is_empty(&self) -> bool {
+        self.wake_due.is_none() && self.timers.is_empty() && self.lease.is_none()
+    }
+}
+
+/// Converts a duration to whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,694 @@
+//! `SledStore`: the embedded, durable [`Store`], on [sled](https://docs.rs/sled/0.34.7).
+//!
+//! # Data layout
+//!
+//! One sled database (a directory) holds these trees. Numbers in keys are
+//! big-endian, so sled's byte order is numeric order; run ids are the 16
+//! big-endian bytes of the ULID ([`RunId::to_bytes`]). Every value is a record
+//! in the versioned envelope of [`crate::codec`].
+//!
+//! | tree        | key                              | value                       |
+//! |-------------|----------------------------------|-----------------------------|
+//! | `runs`      | run id                           | `RunRecord`                 |
+//! | `events`    | run id ++ seq (u64)              | `Event` ([`crate::codec::encode_event`]) |
+//! | `ops`       | run id ++ correlation id (UTF-8) | `OpState`                   |
+//! | `tokens`    | token (UTF-8)                    | `TokenOwner` (live hooks only) |
+//! | `run_hooks` | run id                           | `Vec<HookRecord>`           |
+//! | `queue`     | run id                           | `QueueEntry`                |
+//! | `due`       | effective due ms (u64) ++ run id | empty: index of `queue`     |
+//! | `status`    | status code (u8) ++ run id       | empty: index of `runs`      |
+//! | `meta`      | `layout_version`                 | the layout version (u8)     |
+//!
+//! Opening a directory whose layout version is newer than this build's is refused
+//! with [`StoreError::Codec`]`(`[`CodecError::UnsupportedVersion`]`)`. A record that
+//! does not decode is [`StoreError::Corrupt`] naming the record; it affects only
+//! the operations that read that record, so the other runs stay readable.
+//!
+//! # Writes and the commit point
+//!
+//! Every write (`create_run`, `append`, `resume_hook`, `wake`, and the lease
+//! operations) runs the shared rules of [`crate::apply`] inside a sled
+//! transaction over all the trees above except `meta`, and writes the events,
+//! their projections and both indexes in that transaction: all or nothing. Then
+//! the transaction is made durable: [`sled::Db::flush`], and then (unless
+//! [`SledConfig::fsync`] is off) an `fdatasync` of sled's data file. **A write is
+//! acknowledged (its future resolves `Ok`) only after that**, and only then are
+//! its change notifications published.
+//!
+//! Dropping a write's future does not cancel the write: once queued it is
+//! committed, only not acknowledged.
+//!
+//! # Group commit
+//!
+//! Concurrent writers share transactions and flushes (see `group_commit.rs`):
+//! each write is queued; one *leader* at a time (on tokio's blocking pool) takes
+//! every queued write, runs them in order in one sled transaction (each sees the
+//! writes before it; one whose rules fail writes nothing and gets its own
+//! error, the others go on), makes that durable once, and wakes their writers;
+//! meanwhile new writes queue for its next round. A lone writer pays one
+//! transaction and one flush per write; under concurrency a whole batch pays
+//! one. Sharing only the flush would not do with sled 0.34, where every
+//! transaction writes out sled's log buffer by itself.
+//!
+//! # Leases are durable too
+//!
+//! Lease writes (`lease_due`, `renew_lease`, `release_lease`) are flushed like
+//! every other write, so the rule has no exception: what was acknowledged
+//! survives. For leases that is cheap insurance rather than a necessity (a crash
+//! kills the lease holder along with its lease), but it means that a run
+//! released before a crash is not held back after it by a lease that reappears
+//! until it expires. `lease_due` queues one write per due run, together, so they
+//! share one commit and one flush.
+//!
+//! # What a crash may lose
+//!
+//! sled recovers, after a crash, every transaction that was in its log when a
+//! flush completed, and each transaction whole or not at all (its batch
+//! manifest). What "in its log" survives depends on the crash:
+//!
+//! - sled's flush writes the log with `pwrite` and, on Linux,
+//!   `sync_file_range`: it survives a crash of the process (the data is in the
+//!   kernel), not a power cut or kernel crash, since it neither flushes the
+//!   disk's write cache nor commits the file's metadata. So by default the store
+//!   also `fdatasync`s sled's data file (`<dir>/db`) after each flush, which
+//!   does both; [`SledConfig::fsync`]`(false)` trades that for speed.
+//! - sled writes values too large for a log segment (a tree node above about
+//!   128 KiB, i.e. a payload of that size) to separate blob files, which it
+//!   never `fsync`s: against a power cut those are covered only by sled's
+//!   background `fsync`, not at acknowledgement.
+//!
+//! Hence after a crash of the process (and, with `fsync`, of the machine):
+//!
+//! - nothing acknowledged is lost;
+//! - a write that was not acknowledged (its future was pending or dropped) may
+//!   or may not be there, but entirely or not at all, so each run's log stays
+//!   gapless and its projections agree with it.
+//!
+//! `tests/sled_crash.rs` checks exactly this by killing a writing process with
+//! `SIGKILL` again and again and reopening its directory.
+//!
+//! If the flush itself fails (an I/O error), the writes of that batch are
+//! reported as [`StoreError::Backend`] although they are committed in memory
+//! and may or may not reach the disk; sled then refuses further writes.
+//!
+//! # Threads
+//!
+//! sled's calls block (a transaction waits for a running flush, a flush waits
+//! for the disk), so the store runs them on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]), never on the async executor; writers wait
+//! for their group commit without holding a thread. Used outside a tokio
+//! runtime, the calls run on the calling thread instead. In sled 0.34
+//! transactions take a process-wide lock, so transactions of different stores in
+//! one process also run one at a time.
+//!
+//! sled allows one process per directory: opening a directory that is open
+//! elsewhere (in another process, or another `SledStore` in this one) is a
+//! [`StoreError::Backend`] saying the directory is in use.
+
+mod group_commit;
+mod layout;
+mod reads;
+mod transaction;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use self::group_commit::GroupCommit;
+use self::transaction::{Job, Trees, WriteOp};
+use crate::apply;
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{self, CodecError};
+use crate::error::StoreError;
+use crate::event::{Event, EventData, Payload, Timestamp};
+use crate::id::{HookToken, LeaseId, RunId};
+use crate::memory::CHANGE_FEED_CAPACITY;
+use crate::record::{
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
+};
+use crate::store::Store;
+
+/// The file in which sled 0.34 keeps its log.
+const SLED_DATA_FILE: &str = "db";
+
+/// Default for [`SledConfig::cache_capacity`]: 256 MiB.
+const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
+
+/// How to open a [`SledStore`]: the directory, and options with defaults.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use workflow_store::{SledConfig, SledStore, SystemClock};
+/// let store = SledStore::open_with(
+///     SledConfig::new("./workflow-data")
+///         .clock(Arc::new(SystemClock))
+///         .cache_capacity(64 * 1024 * 1024),
+/// )?;
+/// # Ok::<(), workflow_store::StoreError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SledConfig {
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    cache_capacity: u64,
+    background_flush: Option<Duration>,
+    fsync: bool,
+    lock_wait: Duration,
+}
+
+impl SledConfig {
+    /// Options for the database in directory `path` (created if missing), on the
+    /// system clock, with a 256 MiB cache.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SledConfig {
+            path: path.into(),
+            clock: Arc::new(SystemClock),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            background_flush: Some(Duration::from_millis(500)),
+            fsync: true,
+            lock_wait: Duration::from_secs(1),
+        }
+    }
+
+    /// Where timestamps and due times come from (tests use a
+    /// [`crate::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The most memory, in bytes, sled's page cache may use.
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// How often sled's own background thread flushes (`None`: never). Writes
+    /// are flushed before they are acknowledged whatever this says; the
+    /// background flush only writes out sled's internal housekeeping sooner.
+    pub fn background_flush(mut self, every: Option<Duration>) -> Self {
+        self.background_flush = every;
+        self
+    }
+
+    /// Whether each commit also `fsync`s sled's data file after sled's flush
+    /// (default `true`).
+    ///
+    /// sled 0.34's flush writes its log with `pwrite` and, on Linux,
+    /// `sync_file_range`: that survives a crash of the process, but not a power
+    /// cut or kernel crash (it neither flushes the disk's cache nor commits the
+    /// file's metadata; sled's background thread `fsync`s only every
+    /// [`background_flush`](Self::background_flush) interval). With `fsync`,
+    /// an acknowledged write survives those too. Without it, writes are faster
+    /// (one disk round trip less per commit) and survive process crashes only.
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// How long opening waits for the directory's lock (default 1 s) before it
+    /// reports the directory as in use. A store dropped a moment ago in this
+    /// process may still be shutting down its threads; another process holding
+    /// the directory is reported once this has passed.
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A durable [`Store`] in a local sled database directory. Cloning is cheap and
+/// shares the database.
+///
+/// # Guarantees
+///
+/// - Each write (`create_run`, `append`, `resume_hook`, `wake`, the lease
+///   operations) is one sled transaction: the events, their projections and the
+///   indexes, all or nothing.
+/// - **Commit point:** a write's future resolves `Ok` only after sled has flushed
+///   it and (by default, see [`SledConfig::fsync`]) the data file has been
+///   `fsync`ed; change notifications are published after that too. Concurrent
+///   writers share transactions and flushes (group commit), so throughput grows
+///   with concurrency while a lone writer pays one flush per write.
+/// - **After a crash** (of the process; with `fsync` also of the machine)
+///   nothing acknowledged is lost. A write that was not yet acknowledged may or
+///   may not be there, but whole or not at all: logs stay gapless and
+///   projections agree with them. (Payloads of over about 128 KiB go to sled
+///   blob files that sled does not `fsync`; see the `sled_store` source docs.)
+/// - A record that fails to decode is [`StoreError::Corrupt`] for the
+///   operations that read it; other runs stay readable.
+/// - One process per directory: a directory in use elsewhere is
+///   [`StoreError::Backend`] saying so. A directory written by a newer release
+///   with an unknown layout is refused with [`StoreError::Codec`].
+/// - sled's calls block, so they run on tokio's blocking pool, never on the
+///   async executor (outside a tokio runtime, on the calling thread).
+///
+/// ```no_run
+/// use workflow_store::{NewRun, Payload, RunId, SledStore, Store};
+/// # async fn demo() -> Result<(), workflow_store::StoreError> {
+/// let store = SledStore::open("./workflow-data")?;
+/// let id = RunId::new();
+/// let input = Payload::encode(&42)?;
+/// store.create_run(NewRun { id, workflow: "answer".into(), input }).await?;
+/// // Acknowledged, hence flushed: it survives a crash from here on.
+/// assert_eq!(store.read_log(id).await?.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    /// sled's data file, to `fsync` after each flush (`None`: `fsync` is off).
+    data_file: Option<std::fs::File>,
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    changes: broadcast::Sender<Change>,
+    commit: GroupCommit<Job>,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.inner.path)
+            .field("clock", &self.inner.clock)
+            .field("writes", &self.inner.commit.jobs())
+            .field("commits", &self.inner.commit.batches())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in directory `path` with default options.
+    ///
+    /// Fails with [`StoreError::Backend`] if the directory is in use by another
+    /// process, and with [`StoreError::Codec`] if it was written by a newer
+    /// release with a layout this build does not know.
+    pub fn open(path: impl AsRef<Path>) -> Result<SledStore, StoreError> {
+        Self::open_with(SledConfig::new(path.as_ref()))
+    }
+
+    /// Opens (or creates) the store described by `config`; errors as [`SledStore::open`].
+    pub fn open_with(config: SledConfig) -> Result<SledStore, StoreError> {
+        let SledConfig {
+            path,
+            clock,
+            cache_capacity,
+            background_flush,
+            fsync,
+            lock_wait,
+        } = config;
+        let sled_config = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(background_flush.map(|d| crate::record::millis(d).max(1)));
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled_config.open() {
+                Ok(db) => break db,
+                Err(e) if is_locked(&e) && started.elapsed() < lock_wait => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(open_error(&path, e)),
+            }
+        };
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|e| {
+                StoreError::backend(
+                    format!("could not open tree {name:?} of {}", path.display()),
+                    e,
+                )
+            })
+        };
+        let trees = Trees {
+            runs: tree(layout::RUNS)?,
+            events: tree(layout::EVENTS)?,
+            ops: tree(layout::OPS)?,
+            tokens: tree(layout::TOKENS)?,
+            run_hooks: tree(layout::RUN_HOOKS)?,
+            queue: tree(layout::QUEUE)?,
+            due: tree(layout::DUE)?,
+            status: tree(layout::STATUS)?,
+        };
+        check_layout(&db, &tree(layout::META)?, &path)?;
+        let data_file = if fsync {
+            // sled 0.34 keeps its whole log in `<dir>/db`. fsync acts on the file,
+            // so our own handle on it makes sled's writes durable.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path.join(SLED_DATA_FILE))
+                .map_err(|e| {
+                    StoreError::backend(
+                        format!(
+                            "could not open sled's data file {} to fsync it",
+                            path.join(SLED_DATA_FILE).display()
+                        ),
+                        e,
+                    )
+                })?;
+            Some(file)
+        } else {
+            None
+        };
+        tracing::info!(
+            path = %path.display(),
+            recovered = db.was_recovered(),
+            "opened sled workflow store"
+        );
+        let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                data_file,
+                path,
+                clock,
+                changes,
+                commit: GroupCommit::default(),
+            }),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The underlying sled database, for inspection and tests (the conformance
+    /// suite damages a record through it).
+    ///
+    /// Trees (named in UTF-8) and keys, numbers big-endian, run ids as
+    /// [`RunId::to_bytes`], values [`crate::codec`] records:
+    /// `runs` (run id -> `RunRecord`), `events` (run id ++ seq u64 -> `Event`),
+    /// `ops` (run id ++ correlation id -> `OpState`), `tokens` (token -> owner),
+    /// `run_hooks` (run id -> `Vec<HookRecord>`), `queue` (run id -> `QueueEntry`),
+    /// `due` (due ms u64 ++ run id -> empty), `status` (status code u8 ++ run id
+    /// -> empty) and `meta`. For example event `seq` of `run` is in tree
+    /// `events` under `run.to_bytes() ++ seq.to_be_bytes()`.
+    /// Reading is harmless. **Writing through it bypasses the store's rules and
+    /// voids its invariants** (gapless logs, projections that agree with them,
+    /// durability of acknowledged writes).
+    pub fn raw_db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// Runs `f` on tokio's blocking pool (on this thread outside a runtime).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| StoreError::backend("a blocking sled task failed", e))?,
+            Err(_) => f(&inner),
+        }
+    }
+
+    fn publish(&self, notify: Vec<Change>) {
+        for change in notify {
+            // No receivers is fine: nobody is waiting.
+            let _ = self.inner.changes.send(change);
+        }
+    }
+
+    /// One write: committed and flushed with whatever other writes are
+    /// pending (group commit); then its notifications are published.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl WriteOp<T> + Send + Sync + 'static,
+    ) -> Result<T, StoreError> {
+        let (job, done) = Job::new(op);
+        self.commit(vec![job]);
+        let (value, notify) = done.outcome().await?;
+        self.publish(notify);
+        Ok(value)
+    }
+
+    /// Queues jobs for the group commit, starting a leader on tokio's blocking
+    /// pool if none runs (outside a tokio runtime the caller leads, blocking).
+    fn commit(&self, jobs: Vec<Arc<Job>>) {
+        if !self.inner.commit.enqueue(jobs) {
+            return;
+        }
+        let leader = Leader(Some(Arc::clone(&self.inner)));
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                // Detached: the leader completes every job it takes, and its
+                // writers await their own completions.
+                drop(handle.spawn_blocking(move || leader.run()));
+            }
+            Err(_) => leader.run(),
+        }
+    }
+}
+
+/// The duty to lead a group commit. It is carried out even if the blocking task
+/// that should run it is dropped unrun (its runtime shutting down): otherwise
+/// the store would wait forever for a leader that never comes.
+struct Leader(Option<Arc<Inner>>);
+
+impl Leader {
+    fn run(mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.lead();
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.lead();
+        }
+    }
+}
+
+/// Whether sled could not open the directory because another handle holds it.
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Maps sled's open failure, telling a locked directory apart.
+fn open_error(path: &Path, e: sled::Error) -> StoreError {
+    if is_locked(&e) {
+        StoreError::backend(
+            format!(
+                "the data directory {} is in use by another process (or another open SledStore): \
+                 stop that one or use another directory",
+                path.display()
+            ),
+            e,
+        )
+    } else {
+        StoreError::backend(
+            format!("could not open the sled database in {}", path.display()),
+            e,
+        )
+    }
+}
+
+/// Refuses a layout newer than this build's; stamps a new database with ours.
+fn check_layout(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+    let backend = |e| StoreError::backend(format!("could not read {}", path.display()), e);
+    let Some(bytes) = meta.get(layout::LAYOUT_VERSION_KEY).map_err(backend)? else {
+        meta.insert(
+            layout::LAYOUT_VERSION_KEY,
+            codec::encode_record(&layout::LAYOUT_VERSION)?,
+        )
+        .map_err(backend)?;
+        db.flush().map_err(backend)?;
+        return Ok(());
+    };
+    let found: u64 = match codec::decode_record(&bytes) {
+        Ok(found) => found,
+        Err(e @ CodecError::UnsupportedVersion { .. }) => return Err(StoreError::Codec(e)),
+        Err(source) => {
+            return Err(StoreError::Corrupt {
+                what: "store layout version",
+                key: "meta/layout_version".into(),
+                source,
+            })
+        }
+    };
+    if found > u64::from(layout::LAYOUT_VERSION) {
+        return Err(StoreError::Codec(CodecError::UnsupportedVersion {
+            found: u8::try_from(found).unwrap_or(u8::MAX),
+            supported: layout::LAYOUT_VERSION,
+        }));
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Commits pending writes, a batch per transaction and flush, until none is
+    /// left. Blocks.
+    fn lead(&self) {
+        self.commit.lead(|batch| {
+            let now = self.clock.now();
+            transaction::commit_batch(&self.trees, || self.flush(), now, batch);
+        });
+    }
+
+    /// Makes every committed write durable: sled's flush, then (unless
+    /// disabled) an `fsync` of sled's data file.
+    fn flush(&self) -> Result<(), StoreError> {
+        let failed = |e: &dyn fmt::Display| {
+            tracing::error!(path = %self.path.display(), error = %e, "flushing the sled log failed");
+        };
+        self.db.flush().map_err(|e| {
+            failed(&e);
+            StoreError::backend(
+                "flushing the sled log to disk failed: the write is not known to be durable",
+                e,
+            )
+        })?;
+        if let Some(file) = &self.data_file {
+            file.sync_data().map_err(|e| {
+                failed(&e);
+                StoreError::backend(
+                    "fsync of the sled log failed: the write is not known to be durable",
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError> {
+        // Also for an existing run: waiting for the flush makes sure the run the
+        // caller is told about is durable, even if its creator is still flushing.
+        self.write(move |st| apply::create_run(st, &run)).await
+    }
+
+    async fn append(
+        &self,
+        run: RunId,
+        events: Vec<EventData>,
+        fence: Option<LeaseId>,
+    ) -> Result<Appended, StoreError> {
+        self.write(move |st| apply::append(st, run, events.clone(), fence))
+            .await
+    }
+
+    async fn read_events(
+        &self,
+        run: RunId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.blocking(move |inner| inner.read_events(run, from_seq, limit))
+            .await
+    }
+
+    async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.blocking(move |inner| inner.run_record(run)).await
+    }
+
+    async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.blocking(move |inner| inner.list_runs(&query)).await
+    }
+
+    async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
+        let token = token.clone();
+        self.blocking(move |inner| inner.get_hook(&token)).await
+    }
+
+    async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
+        self.blocking(move |inner| {
+            inner.require_run(run)?;
+            inner.run_hooks(run)
+        })
+        .await
+    }
+
+    async fn resume_hook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<Resumed, StoreError> {
+        let token = token.clone();
+        self.write(move |st| apply::resume_hook(st, &token, payload.clone()))
+            .await
+    }
+
+    async fn wake(&self, run: RunId) -> Result<(), StoreError> {
+        self.write(move |st| apply::wake(st, run)).await
+    }
+
+    async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
+        let now = self.inner.clock.now();
+        let candidates = self
+            .blocking(move |inner| inner.due_runs(now, limit))
+            .await?;
+        // One write per run, queued together: they share a commit and a flush.
+        let (jobs, completions): (Vec<_>, Vec<_>) = candidates
+            .iter()
+            .map(|&run| Job::new(move |st| apply::try_lease(st, run, ttl)))
+            .unzip();
+        self.commit(jobs);
+        let mut leases = Vec::new();
+        let mut first_error = None;
+        for (run, done) in candidates.into_iter().zip(completions) {
+            match done.outcome().await {
+                Ok((Some(lease), notify)) => {
+                    leases.push(lease);
+                    self.publish(notify);
+                }
+                Ok((None, _)) => {}
+                Err(e) => {
+                    // One damaged run must not stop the others from being driven.
+                    tracing::warn!(%run, error = %e, "could not lease a due run; skipping it");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if leases.is_empty() => Err(e),
+            _ => Ok(leases),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let lease = lease.clone();
+        self.write(move |st| apply::renew_lease(st, &lease, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write(move |st| apply::release_lease(st, &lease)).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.blocking(|inner| inner.next_due()).await
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.inner.changes.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! Reads of [`super::SledStore`]: gets and scans outside transactions.
+//!
+//! sled 0.34 commits a transaction under a lock that every single get (and each
+//! step of a scan) also takes, so a get sees all of a write or none of it. A read
+//! of several keys may see a write land in between: a scan of a run's events
+//! then sees a longer prefix of the log, which is fine; the reads that combine
+//! two trees (a run via the status index, a hook via its token) say how they
+//! cope.
+
+use std::ops::Bound;
+
+use super::layout::{self, decode, decode_event};
+use super::Inner;
+use crate::error::StoreError;
+use crate::event::{Event, Timestamp};
+use crate::id::{HookToken, RunId};
+use crate::record::{HookRecord, RunQuery, RunRecord, TokenOwner};
+
+/// Maps a failed sled read to a backend error naming what was read.
+pub(super) fn read_failed(what: &str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
+    move |e| StoreError::backend(format!("sled read of {what} failed"), e)
+}
+
+impl Inner {
+    pub(super) fn run_record(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.trees
+            .runs
+            .get(layout::run_key(run))
+            .map_err(read_failed("a run"))?
+            .map(|b| decode(&b, "run", || run.to_string()))
+            .transpose()
+    }
+
+    pub(super) fn require_run(&self, run: RunId) -> Result<(), StoreError> {
+        let exists = self
+            .trees
+            .runs
+            .contains_key(layout::run_key(run))
+            .map_err(read_failed("a run"))?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::RunNotFound { run })
+        }
+    }
+
+    pub(super) fn read_events(
+        &self,
+        run: RunId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.require_run(run)?;
+        let range = layout::event_key(run, from)..=layout::event_key(run, u64::MAX);
+        let mut out = Vec::with_capacity(limit.min(crate::store::READ_PAGE));
+        for item in self.trees.events.range(range).take(limit) {
+            let (key, value) = item.map_err(read_failed("events"))?;
+            let seq = layout::parse_event_seq(&key).unwrap_or(u64::MAX);
+            out.push(decode_event(&value, run, seq)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::with_capacity(query.limit.min(1024));
+        if query.limit == 0 {
+            return Ok(out);
+        }
+        let Some(status) = query.status else {
+            let start = match query.after {
+                Some(after) => Bound::Excluded(layout::run_key(after)),
+                None => Bound::Unbounded,
+            };
+            for item in self.trees.runs.range((start, Bound::Unbounded)) {
+                let (key, value) = item.map_err(read_failed("runs"))?;
+                out.push(decode(&value, "run", || layout::hex(&key))?);
+                if out.len() == query.limit {
+                    break;
+                }
+            }
+            return Ok(out);
+        };
+        let start = match query.after {
+            Some(after) => Bound::Excluded(layout::status_key(status, after)),
+            None => Bound::Included(layout::status_key(status, RunId::from_u128(0))),
+        };
+        let end = Bound::Included(layout::status_key(status, RunId::from_u128(u128::MAX)));
+        for item in self.trees.status.range((start, end)) {
+            let (key, _) = item.map_err(read_failed("the status index"))?;
+            let run = layout::parse_status_key(&key)?;
+            // The index and the record are read separately: skip a run whose
+            // status changed in between.
+            match self.run_record(run)? {
+                Some(rec) if rec.status == status => out.push(rec),
+                _ => continue,
+            }
+            if out.len() == query.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
+        let owner_of = |inner: &Inner| -> Result<Option<TokenOwner>, StoreError> {
+            inner
+                .trees
+                .tokens
+                .get(token.as_str().as_bytes())
+                .map_err(read_failed("a token"))?
+                .map(|b| decode(&b, "token owner", || format!("{token:?}")))
+                .transpose()
+        };
+        // The token and the hook list are read separately; if the token moved
+        // to another hook in between, read again.
+        let mut owner = owner_of(self)?;
+        for _ in 0..4 {
+            let Some(current) = owner else {
+                return Ok(None);
+            };
+            let found = self
+                .run_hooks(current.run_id)?
+                .into_iter()
+                .find(|h| h.hook == current.hook && h.live);
+            if found.is_some() {
+                return Ok(found);
+            }
+            let again = owner_of(self)?;
+            if again.as_ref() == Some(&current) {
+                return Ok(None);
+            }
+            owner = again;
+        }
+        Ok(None)
+    }
+
+    pub(super) fn run_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
+        Ok(self
+            .trees
+            .run_hooks
+            .get(layout::run_key(run))
+            .map_err(read_failed("a hook list"))?
+            .map(|b| decode(&b, "hook list", || run.to_string()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Up to `limit` runs due at `now`, earliest first.
+    pub(super) fn due_runs(&self, now: Timestamp, limit: usize) -> Result<Vec<RunId>, StoreError> {
+        let end = layout::due_key(now, RunId::from_u128(u128::MAX));
+        let mut runs = Vec::with_capacity(limit.min(1024));
+        if limit == 0 {
+            return Ok(runs);
+        }
+        for item in self.trees.due.range(..=end) {
+            let (key, _) = item.map_err(read_failed("the due index"))?;
+            match layout::parse_due_key(&key) {
+                Ok((_, run)) => runs.push(run),
+                // A damaged index key must not stop all work from being leased.
+                Err(e) => tracing::warn!(error = %e, "skipping a damaged due-index key"),
+            }
+            if runs.len() == limit {
+                break;
+            }
+        }
+        Ok(runs)
+    }
+
+    pub(super) fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        match self
+            .trees
+            .due
+            .first()
+            .map_err(read_failed("the due index"))?
+        {
+            Some((key, _)) => Ok(Some(layout::parse_due_key(&key)?.0)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Tests of what is specific to sled: indexes, group commit, opening.
+//! The behaviour every store shares is in the conformance suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::id::CorrelationId;
+use crate::record::{QueueEntry, RunStatus};
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn open_manual(dir: &Path) -> (SledStore, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = SledStore::open_with(SledConfig::new(dir).clock(clock.clone())).unwrap();
+    (store, clock)
+}
+
+fn new_run(id: RunId) -> NewRun {
+    NewRun {
+        id,
+        workflow: "wf".into(),
+        input: Payload::encode(&1u8).unwrap(),
+    }
+}
+
+fn cid(s: &str) -> CorrelationId {
+    CorrelationId::new(s).unwrap()
+}
+
+fn keys(store: &SledStore, tree: &str) -> Vec<Vec<u8>> {
+    store
+        .raw_db()
+        .open_tree(tree)
+        .unwrap()
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect()
+}
+
+fn queue_entry(store: &SledStore, run: RunId) -> Option<QueueEntry> {
+    let tree = store.raw_db().open_tree(layout::QUEUE).unwrap();
+    tree.get(layout::run_key(run))
+        .unwrap()
+        .map(|b| codec::decode_record(&b).unwrap())
+}
+
+#[test]
+fn status_index_follows_the_run_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let run = RunId::new();
+        store.create_run(new_run(run)).await.unwrap();
+        assert_eq!(
+            keys(&store, layout::STATUS),
+            vec![layout::status_key(RunStatus::Pending, run).to_vec()]
+        );
+        store
+            .append(run, vec![EventData::RunStarted], None)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(&store, layout::STATUS),
+            vec![layout::status_key(RunStatus::Running, run).to_vec()]
+        );
+        let running = RunQuery {
+            status: Some(RunStatus::Running),
+            ..RunQuery::default()
+        };
+        assert_eq!(store.list_runs(running.clone()).await.unwrap().len(), 1);
+        store
+            .append(run, vec![EventData::RunCancelled], None)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(&store, layout::STATUS),
+            vec![layout::status_key(RunStatus::Cancelled, run).to_vec()]
+        );
+        assert!(store.list_runs(running).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn due_index_holds_one_key_per_queue_entry_at_its_effective_due_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = open_manual(dir.path());
+    runtime().block_on(async {
+        let run = RunId::new();
+        store.create_run(new_run(run)).await.unwrap();
+        assert_eq!(
+            keys(&store, layout::DUE),
+            vec![layout::due_key(T0, run).to_vec()]
+        );
+
+        // Leased: due when the lease expires.
+        let lease = store
+            .lease_due(10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            keys(&store, layout::DUE),
+            vec![layout::due_key(lease.expires_at, run).to_vec()]
+        );
+        let later = T0.saturating_add(Duration::from_secs(60));
+        store
+            .append(
+                run,
+                vec![
+                    EventData::RunStarted,
+                    EventData::WaitCreated {
+                        wait: cid("wait:0"),
+                        resume_at: later,
+                    },
+                ],
+                Some(lease.id),
+            )
+            .await
+            .unwrap();
+        // Released: the wake-up is cleared, the timer stays.
+        store.release_lease(&lease).await.unwrap();
+        assert_eq!(
+            keys(&store, layout::DUE),
+            vec![layout::due_key(later, run).to_vec()]
+        );
+        assert_eq!(store.next_due().await.unwrap(), Some(later));
+        assert!(store
+            .lease_due(10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty());
+
+        clock.set(later);
+        let lease = store
+            .lease_due(10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        store
+            .append(
+                run,
+                vec![
+                    EventData::WaitCompleted {
+                        wait: cid("wait:0"),
+                    },
+                    EventData::RunCompleted {
+                        output: Payload::default(),
+                    },
+                ],
+                Some(lease.id),
+            )
+            .await
+            .unwrap();
+        // Ended: no queue entry, no index key, releasing is a no-op.
+        assert!(keys(&store, layout::DUE).is_empty());
+        assert_eq!(queue_entry(&store, run), None);
+        store.release_lease(&lease).await.unwrap();
+        assert_eq!(store.next_due().await.unwrap(), None);
+    });
+}
+
+#[test]
+fn hook_tokens_are_indexed_while_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let run = RunId::new();
+        let token = HookToken::new("order:1").unwrap();
+        store.create_run(new_run(run)).await.unwrap();
+        store
+            .append(
+                run,
+                vec![EventData::HookCreated {
+                    hook: cid("hook:0"),
+                    token: token.clone(),
+                    metadata: None,
+                    webhook: None,
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(keys(&store, layout::TOKENS), vec![b"order:1".to_vec()]);
+        let resumed = store
+            .resume_hook(&token, Payload::encode(&"yes").unwrap())
+            .await
+            .unwrap();
+        assert_eq!((resumed.run_id, resumed.seq), (run, 2));
+        assert!(store.get_hook(&token).await.unwrap().unwrap().live);
+        store
+            .append(
+                run,
+                vec![EventData::HookDisposed {
+                    hook: cid("hook:0"),
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(keys(&store, layout::TOKENS).is_empty());
+        assert_eq!(store.get_hook(&token).await.unwrap(), None);
+        assert!(!store.list_hooks(run).await.unwrap()[0].live);
+    });
+}
+
+#[test]
+fn concurrent_writers_share_transactions_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    let writers = 32;
+    let rounds = 5;
+    runtime().block_on(async {
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let run = RunId::new();
+                    store.create_run(new_run(run)).await.unwrap();
+                    for _ in 0..rounds {
+                        store
+                            .append(run, vec![EventData::RunStarted], None)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let commit = &store.inner.commit;
+    let writes = writers * (rounds + 1);
+    assert_eq!(commit.jobs(), writes);
+    assert!(
+        commit.batches() < writes,
+        "{} commits (transaction + flush) for {writes} concurrent writes: none was shared",
+        commit.batches()
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let run = RunId::new();
+    let before = rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        store.create_run(new_run(run)).await.unwrap();
+        store
+            .append(run, vec![EventData::RunStarted], None)
+            .await
+            .unwrap();
+        store.read_log(run).await.unwrap()
+    });
+    rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        assert_eq!(store.read_log(run).await.unwrap(), before);
+        assert_eq!(
+            store.get_run(run).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+    });
+}
+
+#[test]
+fn a_directory_in_use_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, _) = open_manual(dir.path());
+    let started = std::time::Instant::now();
+    let err =
+        SledStore::open_with(SledConfig::new(dir.path()).lock_wait(Duration::from_millis(50)))
+            .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "it waited for the lock"
+    );
+    match err {
+        StoreError::Backend { message, source } => {
+            assert!(message.contains("in use"), "{message}");
+            assert!(source.is_some());
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open_manual(dir.path());
+        let meta = store.raw_db().open_tree(layout::META).unwrap();
+        meta.insert(
+            layout::LAYOUT_VERSION_KEY,
+            codec::encode_record(&(layout::LAYOUT_VERSION + 1)).unwrap(),
+        )
+        .unwrap();
+        store.raw_db().flush().unwrap();
+    }
+    let err = SledStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Codec(CodecError::UnsupportedVersion { found, supported })
+                if found == layout::LAYOUT_VERSION + 1 && supported == layout::LAYOUT_VERSION
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_damaged_event_is_corrupt_and_other_runs_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let damaged = RunId::new();
+        let healthy = RunId::new();
+        for run in [damaged, healthy] {
+            store.create_run(new_run(run)).await.unwrap();
+            store
+                .append(run, vec![EventData::RunStarted], None)
+                .await
+                .unwrap();
+        }
+        let events = store.raw_db().open_tree(layout::EVENTS).unwrap();
+        events
+            .insert(layout::event_key(damaged, 1), &[0xCE, 1, 0xFF][..])
+            .unwrap();
+        let err = store.read_log(damaged).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { what: "event", key, .. } if key == &format!("{damaged}/1")),
+            "{err:?}"
+        );
+        assert_eq!(store.read_log(healthy).await.unwrap().len(), 2);
+        store
+            .append(healthy, vec![EventData::RunCancelled], None)
+            .await
+            .unwrap();
+        assert_eq!(store.list_runs(RunQuery::default()).await.unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn a_damaged_due_index_key_does_not_stop_leasing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let run = RunId::new();
+        store.create_run(new_run(run)).await.unwrap();
+        let due = store.raw_db().open_tree(layout::DUE).unwrap();
+        due.insert(&[0u8; 3][..], &[][..]).unwrap();
+        let leases = store.lease_due(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].run_id, run);
+    });
+}
+
+#[test]
+fn unknown_runs_are_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let run = RunId::new();
+        assert!(matches!(
+            store.read_events(run, 0, 10).await,
+            Err(StoreError::RunNotFound { .. })
+        ));
+        assert!(matches!(
+            store.list_hooks(run).await,
+            Err(StoreError::RunNotFound { .. })
+        ));
+        assert_eq!(store.get_run(run).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn a_directory_released_meanwhile_opens_within_the_lock_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (held, _) = open_manual(dir.path());
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+    });
+    SledStore::open_with(SledConfig::new(dir.path()).lock_wait(Duration::from_secs(10))).unwrap();
+    closer.join().unwrap();
+}
+
+#[test]
+fn fsync_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(SledConfig::new(dir.path()).fsync(false)).unwrap();
+    assert!(store.inner.data_file.is_none());
+    let run = RunId::new();
+    runtime().block_on(async {
+        store.create_run(new_run(run)).await.unwrap();
+    });
+    drop(store);
+    let (store, _) = open_manual(dir.path());
+    assert!(store.inner.data_file.is_some());
+    runtime().block_on(async {
+        assert_eq!(store.read_log(run).await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn a_leader_whose_runtime_is_gone_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    let rt = runtime();
+    let handle = rt.handle().clone();
+    rt.shutdown_background();
+    // The store finds a runtime, but its blocking pool drops the leader's task
+    // unrun: the leader must lead anyway, or the write would wait forever.
+    let _entered = handle.enter();
+    let run = RunId::new();
+    futures::executor::block_on(store.create_run(new_run(run))).unwrap();
+    drop(_entered);
+    assert!(futures::executor::block_on(store.get_run(run))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn works_outside_a_tokio_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    let run = RunId::new();
+    futures::executor::block_on(async {
+        store.create_run(new_run(run)).await.unwrap();
+        assert_eq!(store.read_log(run).await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn notifications_are_published_after_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let mut feed = store.subscribe().unwrap();
+        let run = RunId::new();
+        store.create_run(new_run(run)).await.unwrap();
+        assert_eq!(
+            feed.recv().await.unwrap(),
+            Change::Appended { run, next_seq: 1 }
+        );
+        assert_eq!(feed.recv().await.unwrap(), Change::Due { run, at: T0 });
+    });
+}

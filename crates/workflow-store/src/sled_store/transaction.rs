@@ -1,0 +1,406 @@
+//! Writes of [`super::SledStore`]: the shared rules ([`crate::apply`]) run over
+//! sled's transactional trees, and their [`Changes`] are written, with the due and
+//! status indexes, in the same transaction. A group commit (see
+//! `group_commit.rs`) puts the writes of several writers in one transaction.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+    UnabortableTransactionError,
+};
+use sled::{IVec, Tree};
+use tokio::sync::oneshot;
+
+use super::layout::{self, decode, decode_event};
+use crate::apply::{Changes, ReadView, Staged};
+use crate::codec;
+use crate::error::StoreError;
+use crate::event::{Event, Timestamp};
+use crate::id::{CorrelationId, HookToken, RunId};
+use crate::record::{Change, HookRecord, OpState, QueueEntry, RunRecord, TokenOwner};
+
+/// The trees a write transaction spans.
+pub(crate) struct Trees {
+    pub(crate) runs: Tree,
+    pub(crate) events: Tree,
+    pub(crate) ops: Tree,
+    pub(crate) tokens: Tree,
+    pub(crate) run_hooks: Tree,
+    pub(crate) queue: Tree,
+    pub(crate) due: Tree,
+    pub(crate) status: Tree,
+}
+
+/// The same trees inside one transaction.
+struct TxTrees<'t> {
+    runs: &'t TransactionalTree,
+    events: &'t TransactionalTree,
+    ops: &'t TransactionalTree,
+    tokens: &'t TransactionalTree,
+    run_hooks: &'t TransactionalTree,
+    queue: &'t TransactionalTree,
+    due: &'t TransactionalTree,
+    status: &'t TransactionalTree,
+}
+
+/// Error type of the transaction closure. Writes never abort the transaction
+/// (a failed write is reported to its writer alone), so only sled's own errors
+/// travel this way.
+type TxError = ConflictableTransactionError<StoreError>;
+
+/// A write operation, given the staged view; sled may run it more than once.
+pub(crate) trait WriteOp<T>:
+    Fn(&mut Staged<'_, TxView<'_>>) -> Result<T, StoreError>
+{
+}
+impl<T, F> WriteOp<T> for F where F: Fn(&mut Staged<'_, TxView<'_>>) -> Result<T, StoreError> {}
+
+type ErasedOp =
+    dyn Fn(&mut Staged<'_, TxView<'_>>) -> Result<Box<dyn Any + Send>, StoreError> + Send + Sync;
+
+/// What a committed write produced: its value and its notifications.
+type Outcome = Result<(Box<dyn Any + Send>, Vec<Change>), StoreError>;
+
+/// One write waiting for a group commit.
+pub(crate) struct Job {
+    op: Box<ErasedOp>,
+    /// Where the outcome goes; dropped uncompleted if the commit panicked.
+    done: Mutex<Option<oneshot::Sender<Outcome>>>,
+}
+
+/// The writer's end of a [`Job`]: resolves once the job is committed and flushed.
+pub(crate) struct Completion<T> {
+    rx: oneshot::Receiver<Outcome>,
+    value: PhantomData<fn() -> T>,
+}
+
+impl Job {
+    /// A job for `op`, and the completion its writer awaits.
+    pub(crate) fn new<T: Send + 'static>(
+        op: impl WriteOp<T> + Send + Sync + 'static,
+    ) -> (Arc<Job>, Completion<T>) {
+        let (tx, rx) = oneshot::channel();
+        let job = Arc::new(Job {
+            op: Box::new(move |st| op(st).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+            done: Mutex::new(Some(tx)),
+        });
+        (
+            job,
+            Completion {
+                rx,
+                value: PhantomData,
+            },
+        )
+    }
+
+    fn complete(&self, outcome: Outcome) {
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(done) = done {
+            // A writer that stopped waiting (its future was dropped) is fine.
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+impl<T: 'static> Completion<T> {
+    /// The write's value and its notifications once it is committed and
+    /// flushed, or why it failed.
+    pub(crate) async fn outcome(self) -> Result<(T, Vec<Change>), StoreError> {
+        let (value, notify) = self.rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Backend {
+                message: "the commit that carried this write failed (see the log): the write \
+                          may or may not have been recorded; read the run before retrying"
+                    .into(),
+                source: None,
+            })
+        })?;
+        match value.downcast::<T>() {
+            Ok(value) => Ok((*value, notify)),
+            Err(_) => Err(StoreError::Backend {
+                message: "internal error: a write produced a value of an unexpected type".into(),
+                source: None,
+            }),
+        }
+    }
+}
+
+/// Commits a batch of jobs: runs each job's rules at time `now`, in order, in
+/// one sled transaction over all write trees (each job sees the writes of the
+/// jobs before it), then makes it durable with `flush`, then completes every job.
+///
+/// A job whose rules fail writes nothing and gets its own error; the others
+/// are unaffected. A failure of sled itself (in the transaction or the flush)
+/// fails every job that would have written.
+pub(crate) fn commit_batch(
+    trees: &Trees,
+    flush: impl FnOnce() -> Result<(), StoreError>,
+    now: Timestamp,
+    jobs: &[Arc<Job>],
+) {
+    let flushed = transact(trees, now, jobs).and_then(|outcomes| {
+        flush()?;
+        Ok(outcomes)
+    });
+    match flushed {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.iter().zip(outcomes) {
+                job.complete(outcome);
+            }
+        }
+        Err(e) => {
+            // Everyone in the batch learns of the failure; the first one gets
+            // the error with its source, the others a copy of its message.
+            let message = e.to_string();
+            let mut original = Some(e);
+            for job in jobs {
+                let e = original.take().unwrap_or_else(|| StoreError::Backend {
+                    message: message.clone(),
+                    source: None,
+                });
+                job.complete(Err(e));
+            }
+        }
+    }
+}
+
+/// The transaction of [`commit_batch`]; returns each job's outcome.
+fn transact(trees: &Trees, now: Timestamp, jobs: &[Arc<Job>]) -> Result<Vec<Outcome>, StoreError> {
+    let all = (
+        &trees.runs,
+        &trees.events,
+        &trees.ops,
+        &trees.tokens,
+        &trees.run_hooks,
+        &trees.queue,
+        &trees.due,
+        &trees.status,
+    );
+    let outcome = all.transaction(
+        |(runs, events, ops, tokens, run_hooks, queue, due, status)| {
+            let tx = TxTrees {
+                runs,
+                events,
+                ops,
+                tokens,
+                run_hooks,
+                queue,
+                due,
+                status,
+            };
+            let mut view = TxView {
+                tx: &tx,
+                failure: None,
+            };
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let mut staged = Staged::new(&mut view, now);
+                let result = (job.op)(&mut staged);
+                let mut changes = staged.into_changes();
+                // A read that failed inside sled (most importantly a conflict)
+                // must reach sled as such, so it retries or reports it, whatever
+                // error the rules turned it into.
+                if let Some(failure) = view.failure.take() {
+                    return Err(TxError::from(failure));
+                }
+                let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
+                outcomes.push(match staged {
+                    Ok((value, writes)) => {
+                        apply_writes(&tx, &writes)?;
+                        Ok((value, std::mem::take(&mut changes.notify)))
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+            Ok(outcomes)
+        },
+    );
+    outcome.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::backend("sled transaction failed", e),
+    })
+}
+
+/// Reads by key inside the transaction, for [`crate::apply`].
+pub(crate) struct TxView<'t> {
+    tx: &'t TxTrees<'t>,
+    /// The first sled error of the transaction, stashed so that the closure can
+    /// return it to sled unchanged.
+    failure: Option<UnabortableTransactionError>,
+}
+
+impl TxView<'_> {
+    fn get(
+        failure: &mut Option<UnabortableTransactionError>,
+        tree: &TransactionalTree,
+        key: &[u8],
+    ) -> Result<Option<IVec>, StoreError> {
+        tree.get(key).map_err(|e| {
+            let message = format!("sled read in a transaction failed: {e}");
+            failure.get_or_insert(e);
+            StoreError::Backend {
+                message,
+                source: None,
+            }
+        })
+    }
+}
+
+impl ReadView for TxView<'_> {
+    fn run(&mut self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        Self::get(&mut self.failure, self.tx.runs, &layout::run_key(id))?
+            .map(|b| decode(&b, "run", || id.to_string()))
+            .transpose()
+    }
+
+    fn event(&mut self, run: RunId, seq: u64) -> Result<Option<Event>, StoreError> {
+        Self::get(
+            &mut self.failure,
+            self.tx.events,
+            &layout::event_key(run, seq),
+        )?
+        .map(|b| decode_event(&b, run, seq))
+        .transpose()
+    }
+
+    fn op(&mut self, run: RunId, id: &CorrelationId) -> Result<Option<OpState>, StoreError> {
+        Self::get(&mut self.failure, self.tx.ops, &layout::op_key(run, id))?
+            .map(|b| decode(&b, "operation", || format!("{run}/{id}")))
+            .transpose()
+    }
+
+    fn token(&mut self, token: &HookToken) -> Result<Option<TokenOwner>, StoreError> {
+        Self::get(&mut self.failure, self.tx.tokens, token.as_str().as_bytes())?
+            .map(|b| decode(&b, "token owner", || format!("{token:?}")))
+            .transpose()
+    }
+
+    fn run_hooks(&mut self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
+        Ok(
+            Self::get(&mut self.failure, self.tx.run_hooks, &layout::run_key(run))?
+                .map(|b| decode(&b, "hook list", || run.to_string()))
+                .transpose()?
+                .unwrap_or_default(),
+        )
+    }
+
+    fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError> {
+        Self::get(&mut self.failure, self.tx.queue, &layout::run_key(run))?
+            .map(|b| decode(&b, "queue entry", || run.to_string()))
+            .transpose()
+    }
+}
+
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(codec::encode_record(value)?)
+}
+
+/// Which tree a write goes to.
+#[derive(Clone, Copy)]
+enum Target {
+    Runs,
+    Events,
+    Ops,
+    Tokens,
+    RunHooks,
+    Queue,
+    Due,
+    Status,
+}
+
+/// One key to set (`Some`) or delete (`None`).
+type Write = (Target, Vec<u8>, Option<Vec<u8>>);
+
+/// Encodes a change set as writes, with the due and status index keys that keep
+/// the indexes in step with it. Pure: an encoding failure writes nothing.
+fn encode_changes(changes: &Changes) -> Result<Vec<Write>, StoreError> {
+    let mut w: Vec<Write> = Vec::with_capacity(8);
+    for (id, (before, rec)) in &changes.runs {
+        w.push((
+            Target::Runs,
+            layout::run_key(*id).to_vec(),
+            Some(encode(rec)?),
+        ));
+        if *before != Some(rec.status) {
+            if let Some(before) = before {
+                w.push((
+                    Target::Status,
+                    layout::status_key(*before, *id).to_vec(),
+                    None,
+                ));
+            }
+            w.push((
+                Target::Status,
+                layout::status_key(rec.status, *id).to_vec(),
+                Some(Vec::new()),
+            ));
+        }
+    }
+    for (run, event) in &changes.events {
+        let bytes = codec::encode_event(event)?;
+        w.push((
+            Target::Events,
+            layout::event_key(*run, event.seq).to_vec(),
+            Some(bytes),
+        ));
+    }
+    for ((run, id), state) in &changes.ops {
+        w.push((Target::Ops, layout::op_key(*run, id), Some(encode(state)?)));
+    }
+    for (token, owner) in &changes.tokens {
+        let value = owner.as_ref().map(encode).transpose()?;
+        w.push((Target::Tokens, token.as_str().as_bytes().to_vec(), value));
+    }
+    for (run, hooks) in &changes.run_hooks {
+        w.push((
+            Target::RunHooks,
+            layout::run_key(*run).to_vec(),
+            Some(encode(hooks)?),
+        ));
+    }
+    for (run, (before, entry)) in &changes.queue {
+        let after = entry.as_ref().and_then(QueueEntry::effective_due);
+        if *before != after {
+            if let Some(at) = before {
+                w.push((Target::Due, layout::due_key(*at, *run).to_vec(), None));
+            }
+            if let Some(at) = after {
+                w.push((
+                    Target::Due,
+                    layout::due_key(at, *run).to_vec(),
+                    Some(Vec::new()),
+                ));
+            }
+        }
+        let value = entry.as_ref().map(encode).transpose()?;
+        w.push((Target::Queue, layout::run_key(*run).to_vec(), value));
+    }
+    Ok(w)
+}
+
+/// Applies encoded writes in the transaction.
+fn apply_writes(tx: &TxTrees<'_>, writes: &[Write]) -> Result<(), TxError> {
+    for (target, key, value) in writes {
+        let tree = match target {
+            Target::Runs => tx.runs,
+            Target::Events => tx.events,
+            Target::Ops => tx.ops,
+            Target::Tokens => tx.tokens,
+            Target::RunHooks => tx.run_hooks,
+            Target::Queue => tx.queue,
+            Target::Due => tx.due,
+            Target::Status => tx.status,
+        };
+        match value {
+            Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+            None => tree.remove(key.as_slice())?,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The [`Store`] trait: what a storage backend must do.
+//!
+//! A backend keeps, per run, an append-only event log and the projections of
+//! DESIGN §3 (run status, hooks by token, open operations, the work queue), and
+//! changes the log and its projections in one atomic write. The logic that
+//! decides *what* to write is shared ([`crate::apply`]); a backend supplies reads
+//! and an atomic commit. `workflow_store::conformance` checks any implementation.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::error::StoreError;
+use crate::event::{Event, EventData, Payload, Timestamp};
+use crate::id::{HookToken, LeaseId, RunId};
+use crate::record::{
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
+};
+
+/// How many events [`Store::read_log`] asks for per page.
+pub const READ_PAGE: usize = 1024;
+
+/// Durable storage for workflow runs. Object safe: use it as `Arc<dyn Store>`.
+///
+/// Invariants every implementation keeps (each is a conformance test):
+/// - [`append`](Store::append) is atomic: all events of one call and their
+///   projections, or none;
+/// - `seq` is gapless and strictly increasing per run, starting at 0 with
+///   `run_created`; reads return log order;
+/// - at most one `*_created` per correlation id, and no step event after the
+///   step's terminal event;
+/// - a token belongs to at most one live hook across all runs: a `hook_created`
+///   with a live token is recorded as `hook_conflict` instead;
+/// - after `run_completed`/`run_failed`/`run_cancelled` only reads are accepted,
+///   and the run's hooks are released;
+/// - [`resume_hook`](Store::resume_hook) appends `hook_received` and makes the run
+///   due in one atomic write;
+/// - a write is acknowledged (the future resolves `Ok`) only once it is as durable
+///   as the backend promises;
+/// - timers (`wait_created`) and retries (`step_retrying`) are queue rows: they
+///   come due after a restart.
+/// - timestamps come from the store's clock and never go backwards within a run.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a run: records `run_created` (seq 0) and makes the run due now.
+    ///
+    /// Idempotent on the id: the same id with the same workflow and input
+    /// returns the existing run with `created: false`; with a different
+    /// workflow or input it is [`StoreError::RunConflict`].
+    async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError>;
+
+    /// Appends `events` to a run's log, with their projections, atomically.
+    ///
+    /// With `fence`, the write succeeds only while that lease holds the run
+    /// ([`StoreError::LeaseLost`] otherwise). `run_created` cannot be appended.
+    /// Effects on the queue: `wait_created` arms a timer due at `resume_at`,
+    /// `step_retrying` one due at `retry_at`; `wait_completed` and the step's
+    /// next event clear them; a terminal run event removes the run from the queue.
+    async fn append(
+        &self,
+        run: RunId,
+        events: Vec<EventData>,
+        fence: Option<LeaseId>,
+    ) -> Result<Appended, StoreError>;
+
+    /// Up to `limit` events of a run with `seq >= from_seq`, in log order.
+    async fn read_events(
+        &self,
+        run: RunId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// A run's projection, or `None` if there is no such run.
+    async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Runs in id order (oldest first), filtered and paged by `query`.
+    async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The live hook holding `token`, if any.
+    async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError>;
+
+    /// All hooks a run has created, live or released, in creation order.
+    async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError>;
+
+    /// Delivers `payload` to the live hook holding `token`: appends
+    /// `hook_received` and makes the run due, in one atomic write.
+    /// [`StoreError::HookNotFound`] if no live hook holds the token.
+    async fn resume_hook(&self, token: &HookToken, payload: Payload)
+        -> Result<Resumed, StoreError>;
+
+    /// Makes a run due now (for example after a cancel request).
+    async fn wake(&self, run: RunId) -> Result<(), StoreError>;
+
+    /// Leases up to `limit` runs that are due now (a wake-up, a timer or retry
+    /// that has come due, or an expired lease), each for `ttl`, earliest due first.
+    /// A leased run is not returned again until its lease is released or expires.
+    async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError>;
+
+    /// Extends a lease to `ttl` from now; [`StoreError::LeaseLost`] if it is gone.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// Gives a lease up. The wake-up it was taken for is cleared unless a newer
+    /// one arrived meanwhile; timers stay. Releasing a lease on a run that has
+    /// ended is a no-op; one that was lost is [`StoreError::LeaseLost`].
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// When the earliest queued item comes due (perhaps already), if any;
+    /// workers sleep until then when there are no notifications.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// The store's current time, as used for timestamps and due times.
+    fn now(&self) -> Timestamp;
+
+    /// A feed of changes, if the backend has one; `None` means poll.
+    /// A lagging receiver misses changes and should poll once.
+    fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        None
+    }
+
+    /// The whole log of a run, read page by page.
+    async fn read_log(&self, run: RunId) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.read_events(run, out.len() as u64, READ_PAGE).await?;
+            let done = page.len() < READ_PAGE;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError> {
+        (**self).create_run(run).await
+    }
+    async fn append(
+        &self,
+        run: RunId,
+        events: Vec<EventData>,
+        fence: Option<LeaseId>,
+    ) -> Result<Appended, StoreError> {
+        (**self).append(run, events, fence).await
+    }
+    async fn read_events(
+        &self,
+        run: RunId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        (**self).read_events(run, from_seq, limit).await
+    }
+    async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        (**self).get_run(run).await
+    }
+    async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        (**self).list_runs(query).await
+    }
+    async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
+        (**self).get_hook(token).await
+    }
+    async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
+        (**self).list_hooks(run).await
+    }
+    async fn resume_hook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<Resumed, StoreError> {
+        (**self).resume_hook(token, payload).await
+    }
+    async fn wake(&self, run: RunId) -> Result<(), StoreError> {
+        (**self).wake(run).await
+    }
+    async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
+        (**self).lease_due(limit, ttl).await
+    }
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        (**self).renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        (**self).release_lease(lease).await
+    }
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        (**self).next_due().await
+    }
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+    fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        (**self).subscribe()
+    }
+}

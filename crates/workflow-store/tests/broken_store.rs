@@ -1,0 +1,252 @@
+//! The conformance suite has teeth: deliberately broken stores fail it.
+//!
+//! Each broken store wraps `MemoryStore` and breaks one invariant the way a
+//! careless backend would. Running the matching category must panic.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use workflow_store::conformance::{run_category, Backend, Category};
+use workflow_store::{
+    Appended, Change, Clock, CreatedRun, Event, EventData, HookRecord, HookToken, Lease, LeaseId,
+    MemoryStore, NewRun, Payload, Resumed, RunId, RunQuery, RunRecord, Store, StoreError,
+    Timestamp,
+};
+
+/// How a [`Broken`] store misbehaves.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Applies a batch one event at a time: a failure leaves half of it behind.
+    HalfAppend,
+    /// Reads return seqs with a gap after seq 2.
+    SeqGap,
+    /// Leases are not recorded: a leased run is handed out again.
+    SharedLeases,
+    /// `resume_hook` records the payload but does not make the run due.
+    ResumeWithoutWake,
+}
+
+#[derive(Clone)]
+struct Broken {
+    inner: MemoryStore,
+    fault: Fault,
+}
+
+#[async_trait]
+impl Store for Broken {
+    async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError> {
+        self.inner.create_run(run).await
+    }
+    async fn append(
+        &self,
+        run: RunId,
+        events: Vec<EventData>,
+        fence: Option<LeaseId>,
+    ) -> Result<Appended, StoreError> {
+        match self.fault {
+            Fault::HalfAppend if events.len() > 1 => {
+                let mut last = None;
+                let mut recorded = Vec::new();
+                for e in events {
+                    let a = self.inner.append(run, vec![e], fence).await?;
+                    recorded.extend(a.events.clone());
+                    last = Some(a);
+                }
+                let mut a = last.expect("non-empty batch");
+                a.events = recorded;
+                Ok(a)
+            }
+            _ => self.inner.append(run, events, fence).await,
+        }
+    }
+    async fn read_events(
+        &self,
+        run: RunId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut events = self.inner.read_events(run, from_seq, limit).await?;
+        if let Fault::SeqGap = self.fault {
+            for e in &mut events {
+                if e.seq > 2 {
+                    e.seq += 1;
+                }
+            }
+        }
+        Ok(events)
+    }
+    async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.inner.get_run(run).await
+    }
+    async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.inner.list_runs(query).await
+    }
+    async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
+        self.inner.get_hook(token).await
+    }
+    async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
+        self.inner.list_hooks(run).await
+    }
+    async fn resume_hook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<Resumed, StoreError> {
+        match self.fault {
+            Fault::ResumeWithoutWake => {
+                let owner =
+                    self.inner
+                        .get_hook(token)
+                        .await?
+                        .ok_or_else(|| StoreError::HookNotFound {
+                            token: token.clone(),
+                        })?;
+                let a = self
+                    .inner
+                    .append(
+                        owner.run_id,
+                        vec![EventData::HookReceived {
+                            hook: owner.hook.clone(),
+                            payload,
+                        }],
+                        None,
+                    )
+                    .await?;
+                Ok(Resumed {
+                    run_id: owner.run_id,
+                    hook: owner.hook,
+                    seq: a.events[0].seq,
+                })
+            }
+            _ => self.inner.resume_hook(token, payload).await,
+        }
+    }
+    async fn wake(&self, run: RunId) -> Result<(), StoreError> {
+        self.inner.wake(run).await
+    }
+    async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
+        let leases = self.inner.lease_due(limit, ttl).await?;
+        if let Fault::SharedLeases = self.fault {
+            for l in &leases {
+                self.inner.release_lease(l).await?;
+                self.inner.wake(l.run_id).await?;
+            }
+        }
+        Ok(leases)
+    }
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.inner.renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release_lease(lease).await
+    }
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.next_due().await
+    }
+    fn now(&self) -> Timestamp {
+        self.inner.now()
+    }
+    fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        self.inner.subscribe()
+    }
+}
+
+struct BrokenBackend(Fault);
+
+#[async_trait]
+impl Backend for BrokenBackend {
+    type Store = Broken;
+    async fn open(&self, clock: Arc<dyn Clock>) -> Result<Broken, StoreError> {
+        Ok(Broken {
+            inner: MemoryStore::with_clock(clock),
+            fault: self.0,
+        })
+    }
+}
+
+/// Runs `category` on a store with `fault` and returns the failure message.
+fn failure_of(fault: Fault, category: Category) -> String {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        run_category(&BrokenBackend(fault), category)
+    }));
+    match result {
+        Ok(()) => {
+            panic!("the conformance suite passed a store with fault {fault:?} in {category:?}")
+        }
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    }
+}
+
+#[test]
+fn half_applied_append_fails_atomicity() {
+    let msg = failure_of(Fault::HalfAppend, Category::Atomicity);
+    assert!(msg.contains("atomicity"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn half_applied_append_fails_model() {
+    let msg = failure_of(Fault::HalfAppend, Category::Model);
+    assert!(
+        msg.contains("model conformance failed"),
+        "unexpected failure: {msg}"
+    );
+}
+
+#[test]
+fn seq_gap_fails_ordering() {
+    let msg = failure_of(Fault::SeqGap, Category::Ordering);
+    assert!(msg.contains("ordering"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn shared_leases_fail_leases() {
+    let msg = failure_of(Fault::SharedLeases, Category::Leases);
+    assert!(msg.contains("leases"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn shared_leases_fail_concurrency() {
+    let msg = failure_of(Fault::SharedLeases, Category::Concurrency);
+    assert!(
+        msg.contains("leased by two holders"),
+        "unexpected failure: {msg}"
+    );
+}
+
+#[test]
+fn resume_without_wake_fails_hooks() {
+    let msg = failure_of(Fault::ResumeWithoutWake, Category::Hooks);
+    assert!(
+        msg.contains("did not make the run due"),
+        "unexpected failure: {msg}"
+    );
+}
+
+#[test]
+fn a_correct_store_passes_the_same_categories() {
+    // The control: the same harness on the unbroken store passes, so the
+    // failures above come from the faults, not from the harness.
+    struct Plain;
+    #[async_trait]
+    impl Backend for Plain {
+        type Store = MemoryStore;
+        async fn open(&self, clock: Arc<dyn Clock>) -> Result<MemoryStore, StoreError> {
+            Ok(MemoryStore::with_clock(clock))
+        }
+    }
+    for c in [
+        Category::Atomicity,
+        Category::Ordering,
+        Category::Leases,
+        Category::Hooks,
+    ] {
+        run_category(&Plain, c);
+    }
+}
