@@ -76,6 +76,14 @@ pub(crate) enum DriveError {
     Store(#[from] StoreError),
 }
 
+impl DriveError {
+    /// Whether retrying the activation may succeed (the store failed), as
+    /// opposed to the run having moved on (lease lost, run ended).
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, DriveError::Store(StoreError::Backend { .. }))
+    }
+}
+
 /// Builds a fresh instance for `run` by loading its log and starting its
 /// workflow function; `None` (after recording why) if it cannot run here.
 async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>, DriveError> {

@@ -3,7 +3,7 @@
 //! `start` records a run and returns its id at once. Workers lease due runs
 //! from the store (new runs, received payloads, fired timers, due retries,
 //! runs whose previous holder's lease expired) and drive each one with
-//! [`crate::driver`] until it suspends. Everything a worker knows is in the
+//! the driver (one activation loop for live execution and replay) until it suspends. Everything a worker knows is in the
 //! store, so any number of engines on one store share the work, and a crashed
 //! engine's runs are taken over when their leases expire.
 
@@ -410,17 +410,31 @@ impl Engine {
     }
 }
 
+/// Pause after an activation failed on a store error, before it is retried.
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// Drives one leased run and puts it back (cache, lease).
 async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
     let run = lease.run_id;
     let span = info_span!("run", run = %run);
     async {
         match drive(&inner, &mut lease).await {
-            Ok(Outcome::Suspended(inst)) => {
-                inner.cache.put(run, inst);
-            }
+            Ok(Outcome::Suspended(inst)) => inner.cache.put(run, inst),
             Ok(Outcome::Done) => {}
-            Err(e) => warn!(error = %e, "activation stopped"),
+            Err(e) => {
+                warn!(error = %e, "activation stopped");
+                if e.is_transient() {
+                    // The work is unfinished: keep the run due. A new wake-up
+                    // survives the release; after a pause, so that a failing
+                    // store is not hammered. If the wake-up cannot be recorded
+                    // either, keep the lease: the run is due again when it expires.
+                    tokio::time::sleep(TRANSIENT_BACKOFF).await;
+                    if let Err(e) = inner.store.wake(run).await {
+                        warn!(error = %e, "could not re-queue the run; it resumes when its lease expires");
+                        return;
+                    }
+                }
+            }
         }
         match inner.store.release_lease(&lease).await {
             Ok(()) => {}
@@ -428,7 +442,7 @@ async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
                 // Another engine drives it now; our instance may be stale.
                 drop(inner.cache.take(run));
             }
-            Err(e) => warn!(error = %e, "could not release lease"),
+            Err(e) => warn!(error = %e, "could not release lease; the run is due again when it expires"),
         }
     }
     .instrument(span)

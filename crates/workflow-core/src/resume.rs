@@ -101,25 +101,19 @@ impl Engine {
             Ok(t) => t,
             Err(e) => return plain(http::StatusCode::BAD_REQUEST, e.to_string()),
         };
-        let hook = match self.store().get_hook(&token).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return empty(http::StatusCode::NOT_FOUND),
-            Err(e) => return unavailable(e),
-        };
-        let Some(mode) = hook.webhook.clone() else {
-            // A plain hook takes typed payloads from Rust, not HTTP requests.
-            return empty(http::StatusCode::NOT_FOUND);
-        };
         let request_id = ulid::Ulid::new().to_string();
         let recorded = WebhookRequest::from_http(request_id.clone(), &request);
         let payload = match Payload::encode(&recorded) {
             Ok(p) => p,
             Err(e) => return plain(http::StatusCode::BAD_REQUEST, e.to_string()),
         };
-        // Subscribe before recording, so the answer cannot slip past.
+        // Subscribed before recording, so a manual answer cannot slip past. Only
+        // manual webhooks wait for one, but the mode is known only after the
+        // (single, atomic) write, and a subscription costs no I/O.
         let feed = self.store().subscribe();
-        let resumed = match self.store().resume_hook(&token, payload).await {
+        let (resumed, mode) = match self.store().resume_webhook(&token, payload).await {
             Ok(r) => r,
+            // Unknown, released, or a plain hook (which takes typed payloads, not requests).
             Err(StoreError::HookNotFound { .. }) => return empty(http::StatusCode::NOT_FOUND),
             Err(e) => return unavailable(e),
         };

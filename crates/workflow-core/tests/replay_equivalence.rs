@@ -152,20 +152,18 @@ async fn run_program<S: Store + Clone>(
     run: RunId,
     disruptions: &[(u8, Disruption)],
     hits: &Hits,
-) -> (Vec<String>, Vec<Event>) {
+    heal: &dyn Fn(),
+) -> Vec<String> {
     let mut e = engine(store.clone());
-    e.start_with_id(run, "program", &program.to_vec())
-        .await
-        .unwrap();
+    // Starting may fail on a faulty store; start_with_id is idempotent.
+    let mut tries = 0;
+    while let Err(err) = e.start_with_id(run, "program", &program.to_vec()).await {
+        tries += 1;
+        assert!(tries < 100, "start kept failing: {err}");
+    }
     for (delay, d) in disruptions {
         tokio::time::sleep(Duration::from_millis(u64::from(*delay))).await;
-        let mid_run = !store
-            .get_run(run)
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-            .is_terminal();
+        let mid_run = !matches!(store.get_run(run).await, Ok(Some(r)) if r.status.is_terminal());
         match d {
             Disruption::ClearCache => {
                 hits.clears
@@ -180,12 +178,13 @@ async fn run_program<S: Store + Clone>(
             }
         }
     }
+    heal();
     let out: Vec<String> = tokio::time::timeout(Duration::from_secs(30), e.result(&run))
         .await
         .expect("the run did not finish within 30 s")
         .unwrap();
     e.shutdown().await;
-    (out, store.read_log(run).await.unwrap())
+    out
 }
 
 /// How many disruptions struck a run that had not finished yet.
@@ -196,6 +195,16 @@ struct Hits {
 }
 
 fn check_equivalence<S: Store + Clone>(make: impl Fn() -> S) {
+    check_equivalence_with(make, |s: &S| s.clone(), |_: &S| {})
+}
+
+/// `make` builds the store of the disrupted run; `plain` gives the store to
+/// read its log from, `heal` ends its faults before the result is awaited.
+fn check_equivalence_with<S: Store + Clone, P: Store>(
+    make: impl Fn() -> S,
+    plain: impl Fn(&S) -> P,
+    heal: impl Fn(&S),
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -220,8 +229,16 @@ fn check_equivalence<S: Store + Clone>(make: impl Fn() -> S) {
         .run(&strategy, |(program, disruptions)| {
             rt.block_on(async {
                 let run = RunId::new();
-                let (out_a, log_a) = run_program(make(), &program, run, &[], &hits).await;
-                let (out_b, log_b) = run_program(make(), &program, run, &disruptions, &hits).await;
+                // The reference: straight through on a fresh MemoryStore.
+                let straight = MemoryStore::new();
+                let out_a = run_program(straight.clone(), &program, run, &[], &hits, &|| {}).await;
+                let log_a = straight.read_log(run).await.unwrap();
+                let store = make();
+                let out_b = run_program(store.clone(), &program, run, &disruptions, &hits, &|| {
+                    heal(&store)
+                })
+                .await;
+                let log_b = plain(&store).read_log(run).await.unwrap();
                 prop_assert_eq!(&out_a, &out_b, "results differ");
                 prop_assert_eq!(normalized(&log_a), normalized(&log_b), "logs differ");
                 Ok(())
@@ -251,4 +268,24 @@ fn replay_equivalence_on_sled_store() {
         dirs.lock().unwrap().push(dir);
         store
     });
+}
+
+#[test]
+fn replay_equivalence_under_store_faults() {
+    use workflow_store::faults::{FaultConfig, FaultyStore};
+    let seed = std::sync::atomic::AtomicU64::new(1);
+    check_equivalence_with(
+        || {
+            let s = seed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            FaultyStore::new(
+                MemoryStore::new(),
+                FaultConfig::new(s)
+                    .fail(0.03)
+                    .timeout(0.03)
+                    .delay(0.1, Duration::from_millis(5)),
+            )
+        },
+        |s| s.inner().clone(),
+        |s| s.set_enabled(false),
+    );
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::event::{Event, EventData, EventKind, Payload, Timestamp};
+use crate::event::{Event, EventData, EventKind, Payload, Timestamp, WebhookResponse};
 use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
 use crate::record::{
     millis, Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpKind, OpState, QueueEntry,
@@ -488,6 +488,7 @@ fn apply_op_event(
                 Some(TokenOwner {
                     run_id,
                     hook: hook.clone(),
+                    webhook: webhook.clone(),
                 }),
             );
             let mut hooks = st.run_hooks(run_id)?;
@@ -611,6 +612,29 @@ pub fn resume_hook(
     let owner = st.token(token)?.ok_or_else(|| StoreError::HookNotFound {
         token: token.clone(),
     })?;
+    deliver(st, owner, payload)
+}
+
+/// Delivers a request to the live *webhook* holding `token` and returns its
+/// response mode (see [`crate::Store::resume_webhook`]); plain hooks are not found.
+pub fn resume_webhook(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    token: &HookToken,
+    payload: Payload,
+) -> Result<(Resumed, WebhookResponse), StoreError> {
+    let not_found = || StoreError::HookNotFound {
+        token: token.clone(),
+    };
+    let owner = st.token(token)?.ok_or_else(not_found)?;
+    let mode = owner.webhook.clone().ok_or_else(not_found)?;
+    Ok((deliver(st, owner, payload)?, mode))
+}
+
+fn deliver(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    owner: TokenOwner,
+    payload: Payload,
+) -> Result<Resumed, StoreError> {
     let appended = append(
         st,
         owner.run_id,

@@ -9,6 +9,7 @@
 //! - [`Store`]: the trait a backend implements, with the invariants it keeps;
 //! - [`apply`]: those invariants, written once, for backends to reuse;
 //! - [`MemoryStore`] and (feature `sled`) [`SledStore`];
+//! - [`faults`]: a wrapper that injects failures, timeouts and delays;
 //! - (feature `conformance`) `conformance`: the property-based suite any backend runs.
 //!
 //! The crate knows nothing about replay or HTTP; `workflow-core` builds on it.
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod codec;
 mod error;
 pub mod event;
+pub mod faults;
 pub mod id;
 mod memory;
 pub mod record;

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::apply::{self, Changes, ReadView, Staged};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
-use crate::event::{Event, EventData, Payload, Timestamp};
+use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
 use crate::record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpState, QueueEntry, Resumed,
@@ -256,6 +256,14 @@ impl Store for MemoryStore {
         payload: Payload,
     ) -> Result<Resumed, StoreError> {
         self.write(|st| apply::resume_hook(st, token, payload))
+    }
+
+    async fn resume_webhook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<(Resumed, WebhookResponse), StoreError> {
+        self.write(|st| apply::resume_webhook(st, token, payload))
     }
 
     async fn wake(&self, run: RunId) -> Result<(), StoreError> {

@@ -249,6 +249,9 @@ pub struct TokenOwner {
     pub run_id: RunId,
     /// The hook.
     pub hook: CorrelationId,
+    /// The webhook's response mode; `None` for plain hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookResponse>,
 }
 
 /// A run's row in the work queue: why it is due and who holds it.

@@ -124,7 +124,7 @@ use crate::apply;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{self, CodecError};
 use crate::error::StoreError;
-use crate::event::{Event, EventData, Payload, Timestamp};
+use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{HookToken, LeaseId, RunId};
 use crate::memory::CHANGE_FEED_CAPACITY;
 use crate::record::{
@@ -626,6 +626,16 @@ impl Store for SledStore {
     ) -> Result<Resumed, StoreError> {
         let token = token.clone();
         self.write(move |st| apply::resume_hook(st, &token, payload.clone()))
+            .await
+    }
+
+    async fn resume_webhook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<(Resumed, WebhookResponse), StoreError> {
+        let token = token.clone();
+        self.write(move |st| apply::resume_webhook(st, &token, payload.clone()))
             .await
     }
 

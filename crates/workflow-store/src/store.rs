@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::error::StoreError;
-use crate::event::{Event, EventData, Payload, Timestamp};
+use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{HookToken, LeaseId, RunId};
 use crate::record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
@@ -89,6 +89,26 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::HookNotFound`] if no live hook holds the token.
     async fn resume_hook(&self, token: &HookToken, payload: Payload)
         -> Result<Resumed, StoreError>;
+
+    /// Like [`resume_hook`](Store::resume_hook), but only for webhooks: a plain
+    /// hook's token is [`StoreError::HookNotFound`] and nothing is recorded.
+    /// Returns the webhook's response mode with the receipt. Backends should
+    /// override the provided version (two calls) with one atomic write.
+    async fn resume_webhook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<(Resumed, WebhookResponse), StoreError> {
+        let not_found = || StoreError::HookNotFound {
+            token: token.clone(),
+        };
+        let mode = self
+            .get_hook(token)
+            .await?
+            .and_then(|h| h.webhook)
+            .ok_or_else(not_found)?;
+        Ok((self.resume_hook(token, payload).await?, mode))
+    }
 
     /// Makes a run due now (for example after a cancel request).
     async fn wake(&self, run: RunId) -> Result<(), StoreError>;
@@ -172,6 +192,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         payload: Payload,
     ) -> Result<Resumed, StoreError> {
         (**self).resume_hook(token, payload).await
+    }
+    async fn resume_webhook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<(Resumed, WebhookResponse), StoreError> {
+        (**self).resume_webhook(token, payload).await
     }
     async fn wake(&self, run: RunId) -> Result<(), StoreError> {
         (**self).wake(run).await

@@ -14,6 +14,54 @@ pub async fn run<B: Backend>(b: &B) {
     run_end_releases_tokens(b).await;
     resume_records_and_makes_due(b).await;
     resume_unknown_token_is_not_found(b).await;
+    resume_webhook_only_resumes_webhooks(b).await;
+}
+
+/// `resume_webhook` records to webhooks and returns their mode; a plain hook's
+/// token is `HookNotFound` and nothing is written.
+pub async fn resume_webhook_only_resumes_webhooks<B: Backend>(b: &B) {
+    use crate::event::WebhookResponse;
+    let (store, _) = fresh(b).await;
+    let a = new_run(&store, "wf").await;
+    let mode = WebhookResponse::Manual { timeout_ms: 1234 };
+    store
+        .append(
+            a,
+            vec![
+                hook_created("hook:0", "plain"),
+                EventData::HookCreated {
+                    hook: cid("hook:1"),
+                    token: token("web"),
+                    metadata: None,
+                    webhook: Some(mode.clone()),
+                },
+            ],
+            None,
+        )
+        .await
+        .expect("hooks");
+    let before = store.read_log(a).await.expect("log").len();
+    let r = store.resume_webhook(&token("plain"), payload(&"req")).await;
+    assert!(
+        matches!(r, Err(StoreError::HookNotFound { .. })),
+        "hooks: a plain hook took a webhook request: {r:?}"
+    );
+    assert_eq!(
+        store.read_log(a).await.expect("log").len(),
+        before,
+        "hooks: a refused webhook request was recorded"
+    );
+    let (resumed, got) = store
+        .resume_webhook(&token("web"), payload(&"req"))
+        .await
+        .expect("resume_webhook");
+    assert_eq!(got, mode, "hooks: resume_webhook returned the wrong mode");
+    assert_eq!(resumed.hook, cid("hook:1"));
+    assert_eq!(resumed.seq, before as u64);
+    let r = store
+        .resume_webhook(&token("nobody"), payload(&"req"))
+        .await;
+    assert!(matches!(r, Err(StoreError::HookNotFound { .. })));
 }
 
 /// A second live `hook_created` with the same token becomes `hook_conflict`.

@@ -1,0 +1,38 @@
+//! The CLI's errors: each prints as one line a person can act on.
+
+use crate::ops::OpError;
+
+/// A failed command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory {path}: {message}")]
+    Open {
+        /// The directory.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The address could not be listened on.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The input is not valid JSON.
+    #[error("invalid JSON {what}: {message}")]
+    Json {
+        /// Which argument.
+        what: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// An operation failed.
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// `check-replay` found runs the code no longer reproduces.
+    #[error("{0} run(s) no longer match the workflow code")]
+    Mismatches(usize),
+}

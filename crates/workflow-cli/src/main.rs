@@ -1,0 +1,339 @@
+//! `workflow`: serve example workflows on sled, and inspect and drive runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use workflow_cli::client::RemoteClient;
+use workflow_cli::ops::{parse_status, OpError, Operations};
+use workflow_cli::serve::{self, ServeOptions};
+use workflow_cli::view::{ActionView, EventView, HookView, RunView};
+use workflow_cli::CliError;
+
+/// Where the server listens by default, and where commands look for it.
+const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+
+#[derive(Parser)]
+#[command(
+    name = "workflow",
+    version,
+    about = "Durable workflows on sled: serve the examples, inspect and drive runs"
+)]
+struct Cli {
+    /// The sled data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "WORKFLOW_DATA",
+        default_value = "./workflow-data"
+    )]
+    data: PathBuf,
+    /// Talk to a running server (e.g. http://127.0.0.1:3000) instead of opening the
+    /// data directory. Used automatically when the directory is held by a server.
+    #[arg(long, global = true, env = "WORKFLOW_SERVER")]
+    server: Option<String>,
+    /// Bearer token for the admin API (required by `serve` on non-loopback addresses).
+    #[arg(long, global = true, env = "WORKFLOW_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the example workflows, their webhooks and the admin API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = DEFAULT_ADDR)]
+        addr: SocketAddr,
+    },
+    /// Start a run: `workflow start approve_order '{"id": 42, "amount_cents": 1999}'`.
+    Start {
+        /// Workflow name.
+        workflow: String,
+        /// Input as JSON.
+        input: String,
+    },
+    /// List runs (newest last).
+    Runs {
+        /// Only runs with this status (pending, running, blocked, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a run's timeline with decoded payloads.
+    Events {
+        /// Run id.
+        run: String,
+    },
+    /// List live hooks, their tokens and runs.
+    Hooks,
+    /// Send a JSON payload to a hook: `workflow resume chat:general '"hello"'`.
+    Resume {
+        /// The hook's token.
+        token: String,
+        /// Payload as JSON.
+        payload: String,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// Run id.
+        run: String,
+    },
+    /// Replay every stored run against the workflows this binary knows, without
+    /// running steps; report runs whose history no longer matches (exit code 3).
+    CheckReplay,
+}
+
+/// Local data directory or a running server.
+enum Target {
+    Local(Operations),
+    Remote(Box<RemoteClient>),
+}
+
+impl Target {
+    fn pick(cli: &Cli) -> Result<Target, CliError> {
+        if let Some(server) = &cli.server {
+            return Ok(Target::Remote(Box::new(RemoteClient::new(
+                server,
+                cli.admin_token.clone(),
+            ))));
+        }
+        match serve::open_store(&cli.data) {
+            Ok(store) => Ok(Target::Local(Operations::new(serve::engine(store)))),
+            Err(CliError::Open { message, .. }) if message.contains("in use") => {
+                let server = format!("http://{DEFAULT_ADDR}");
+                eprintln!(
+                    "note: {} is held by a running server; talking to it at {server}",
+                    cli.data.display()
+                );
+                Ok(Target::Remote(Box::new(RemoteClient::new(
+                    &server,
+                    cli.admin_token.clone(),
+                ))))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value, CliError> {
+    serde_json::from_str(text).map_err(|e| CliError::Json {
+        what,
+        message: e.to_string(),
+    })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+fn print_runs(runs: &[RunView]) {
+    println!(
+        "{:<26}  {:<16}  {:<9}  {:<24}  {:>6}",
+        "ID", "WORKFLOW", "STATUS", "CREATED", "EVENTS"
+    );
+    for r in runs {
+        println!(
+            "{:<26}  {:<16}  {:<9}  {:<24}  {:>6}{}",
+            r.id,
+            r.workflow,
+            r.status,
+            r.created,
+            r.events,
+            r.error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn print_events(events: &[EventView]) {
+    for e in events {
+        println!(
+            "{:>5}  {}  {:<15}  {:<8}  {}",
+            e.seq,
+            e.time,
+            e.kind,
+            e.correlation.as_deref().unwrap_or("-"),
+            e.data
+        );
+    }
+}
+
+fn print_hooks(hooks: &[HookView]) {
+    println!("{:<34}  {:<26}  {:<8}  PATH", "TOKEN", "RUN", "HOOK");
+    for h in hooks {
+        println!(
+            "{:<34}  {:<26}  {:<8}  {}",
+            h.token,
+            h.run,
+            h.hook,
+            h.webhook_path.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn print_action(json: bool, what: &str, a: &ActionView) {
+    if json {
+        print_json(a);
+    } else {
+        match (&a.hook, a.seq) {
+            (Some(h), Some(seq)) => println!("{what}: run {} hook {h} (seq {seq})", a.run),
+            _ => println!("{what}: run {}", a.run),
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Serve { addr } => {
+            return serve::serve(ServeOptions {
+                data: cli.data.clone(),
+                addr: *addr,
+                admin_token: cli.admin_token.clone(),
+            })
+            .await
+        }
+        Command::CheckReplay => {
+            let engine = serve::engine(serve::open_store(&cli.data)?);
+            let report = engine
+                .check_replay()
+                .await
+                .map_err(|e| CliError::Op(OpError::from(e)))?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "checked": report.checked,
+                    "mismatches": report.mismatches.iter().map(|m| serde_json::json!({
+                        "run": m.run.to_string(), "workflow": m.workflow,
+                        "position": m.position, "message": m.message,
+                    })).collect::<Vec<_>>(),
+                    "unknown_workflow": report.unknown_workflow.iter()
+                        .map(|(r, w)| serde_json::json!({ "run": r.to_string(), "workflow": w }))
+                        .collect::<Vec<_>>(),
+                }));
+            } else {
+                println!("checked {} run(s)", report.checked);
+                for m in &report.mismatches {
+                    println!("MISMATCH {} ({}): {}", m.run, m.workflow, m.message);
+                }
+                for (r, w) in &report.unknown_workflow {
+                    println!("skipped {r}: workflow {w:?} is not known to this binary");
+                }
+            }
+            return if report.is_clean() {
+                Ok(())
+            } else {
+                Err(CliError::Mismatches(report.mismatches.len()))
+            };
+        }
+        _ => {}
+    }
+    let target = Target::pick(&cli)?;
+    match &cli.command {
+        Command::Start { workflow, input } => {
+            let input = parse_json("input", input)?;
+            let a = match &target {
+                Target::Local(ops) => ops.start(workflow, &input).await?,
+                Target::Remote(c) => c.start(workflow, &input).await?,
+            };
+            print_action(cli.json, "started", &a);
+        }
+        Command::Runs { status, limit } => {
+            let runs = match &target {
+                Target::Local(ops) => {
+                    let status = status.as_deref().map(parse_status).transpose()?;
+                    ops.runs(status, *limit).await?
+                }
+                Target::Remote(c) => c.runs(status.as_deref(), *limit).await?,
+            };
+            if cli.json {
+                print_json(&runs)
+            } else {
+                print_runs(&runs)
+            }
+        }
+        Command::Events { run } => {
+            let events = match &target {
+                Target::Local(ops) => ops.events(run).await?,
+                Target::Remote(c) => c.events(run).await?,
+            };
+            if cli.json {
+                print_json(&events)
+            } else {
+                print_events(&events)
+            }
+        }
+        Command::Hooks => {
+            let hooks = match &target {
+                Target::Local(ops) => ops.hooks().await?,
+                Target::Remote(c) => c.hooks().await?,
+            };
+            if cli.json {
+                print_json(&hooks)
+            } else {
+                print_hooks(&hooks)
+            }
+        }
+        Command::Resume { token, payload } => {
+            let payload = parse_json("payload", payload)?;
+            let a = match &target {
+                Target::Local(ops) => ops.resume(token, &payload).await?,
+                Target::Remote(c) => c.resume(token, &payload).await?,
+            };
+            print_action(cli.json, "resumed", &a);
+        }
+        Command::Cancel { run } => {
+            let a = match &target {
+                Target::Local(ops) => ops.cancel(run).await?,
+                Target::Remote(c) => c.cancel(run).await?,
+            };
+            print_action(cli.json, "cancelled", &a);
+        }
+        Command::Serve { .. } | Command::CheckReplay => {}
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ CliError::Mismatches(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

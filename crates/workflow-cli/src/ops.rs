@@ -1,0 +1,217 @@
+//! The operations the CLI offers, on an engine: shared by the local target
+//! (the data directory opened directly) and the admin API of `workflow serve`.
+
+use workflow_core::{Engine, EngineError, ResumeError};
+use workflow_store::{RunId, RunQuery, RunStatus, StoreError};
+
+use crate::view::{ActionView, EventView, HookView, RunView};
+
+/// Why an operation failed, with the HTTP status the admin API answers.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// Bad input from the caller (unknown workflow, input that does not fit, bad id).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The run or token does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The run cannot be changed any more.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error("storage failed: {0}")]
+    Store(String),
+}
+
+impl OpError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            OpError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
+            OpError::NotFound(_) => http::StatusCode::NOT_FOUND,
+            OpError::Conflict(_) => http::StatusCode::CONFLICT,
+            OpError::Store(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<EngineError> for OpError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownWorkflow { .. } | EngineError::InvalidInput { .. } => {
+                OpError::BadRequest(e.to_string())
+            }
+            EngineError::RunNotFound { .. } => OpError::NotFound(e.to_string()),
+            EngineError::RunConflict { .. } | EngineError::RunEnded { .. } => {
+                OpError::Conflict(e.to_string())
+            }
+            other => OpError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<ResumeError> for OpError {
+    fn from(e: ResumeError) -> Self {
+        match e {
+            ResumeError::InvalidToken(_)
+            | ResumeError::Rejected { .. }
+            | ResumeError::Encode(_) => OpError::BadRequest(e.to_string()),
+            ResumeError::NotFound { .. } => OpError::NotFound(e.to_string()),
+            other => OpError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e.to_string())
+    }
+}
+
+/// Parses a run id given by a user.
+pub fn parse_run(id: &str) -> Result<RunId, OpError> {
+    id.parse()
+        .map_err(|e: workflow_store::IdError| OpError::BadRequest(e.to_string()))
+}
+
+/// Parses a status name given by a user.
+pub fn parse_status(s: &str) -> Result<RunStatus, OpError> {
+    RunStatus::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| {
+            OpError::BadRequest(format!(
+                "unknown status {s:?}: use one of pending, running, blocked, completed, failed, cancelled"
+            ))
+        })
+}
+
+/// The CLI's operations on one engine.
+#[derive(Clone, Debug)]
+pub struct Operations {
+    engine: Engine,
+}
+
+impl Operations {
+    /// Operations on `engine`.
+    pub fn new(engine: Engine) -> Self {
+        Operations { engine }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Starts a run of `workflow` with a JSON input.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: &serde_json::Value,
+    ) -> Result<ActionView, OpError> {
+        if !self.engine.workflows().any(|w| w == workflow) {
+            let mut known: Vec<&str> = self.engine.workflows().collect();
+            known.sort_unstable();
+            return Err(OpError::BadRequest(format!(
+                "unknown workflow {workflow:?}: this server knows {}",
+                known.join(", ")
+            )));
+        }
+        let run = self.engine.start(workflow, input).await?;
+        Ok(ActionView {
+            run: run.to_string(),
+            hook: None,
+            seq: None,
+        })
+    }
+
+    /// Runs, oldest first, optionally of one status; at most `limit` (the newest).
+    pub async fn runs(
+        &self,
+        status: Option<RunStatus>,
+        limit: usize,
+    ) -> Result<Vec<RunView>, OpError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .engine
+                .store()
+                .list_runs(RunQuery {
+                    status,
+                    after,
+                    limit: 500,
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            all.extend(page.iter().map(RunView::from));
+        }
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.split_off(skip))
+    }
+
+    /// A run's events.
+    pub async fn events(&self, run: &str) -> Result<Vec<EventView>, OpError> {
+        let run = parse_run(run)?;
+        if self.engine.store().get_run(run).await?.is_none() {
+            return Err(OpError::NotFound(format!("run {run} does not exist")));
+        }
+        let log = self.engine.store().read_log(run).await?;
+        Ok(log.iter().map(EventView::from).collect())
+    }
+
+    /// Live hooks of all runs that have not ended.
+    pub async fn hooks(&self) -> Result<Vec<HookView>, OpError> {
+        let mut out = Vec::new();
+        for status in [RunStatus::Pending, RunStatus::Running, RunStatus::Blocked] {
+            let mut after = None;
+            loop {
+                let page = self
+                    .engine
+                    .store()
+                    .list_runs(RunQuery {
+                        status: Some(status),
+                        after,
+                        limit: 500,
+                    })
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id);
+                for run in page {
+                    for h in self.engine.store().list_hooks(run.id).await? {
+                        if h.live {
+                            out.push(HookView::from(&h));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends a JSON payload to the hook with `token`.
+    pub async fn resume(
+        &self,
+        token: &str,
+        payload: &serde_json::Value,
+    ) -> Result<ActionView, OpError> {
+        let r = self.engine.resume_hook(token, payload).await?;
+        Ok(ActionView {
+            run: r.run_id.to_string(),
+            hook: Some(r.hook.to_string()),
+            seq: Some(r.seq),
+        })
+    }
+
+    /// Cancels a run.
+    pub async fn cancel(&self, run: &str) -> Result<ActionView, OpError> {
+        let id = parse_run(run)?;
+        self.engine.cancel(&id).await?;
+        Ok(ActionView {
+            run: id.to_string(),
+            hook: None,
+            seq: None,
+        })
+    }
+}

@@ -1,0 +1,165 @@
+//! The example workflows `workflow serve` runs, chosen to show the library's
+//! range: a webhook answered by the workflow itself, a stream of messages on
+//! one hook, and a flaky step with retries and a durable sleep.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use workflow_core::{
+    Backoff, Context, EngineBuilder, HookOptions, StepError, StepOptions, WebhookOptions,
+    WorkflowError,
+};
+
+/// The names of the workflows [`register`] adds.
+pub const NAMES: [&str; 3] = ["approve_order", "chat", "flaky_job"];
+
+/// Registers the example workflows on an engine builder.
+pub fn register(builder: EngineBuilder) -> EngineBuilder {
+    builder
+        .workflow("approve_order", approve_order)
+        .workflow("chat", chat)
+        .workflow("flaky_job", flaky_job)
+}
+
+/// Input of `approve_order`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    /// Order number; the webhook token is `order:{id}`.
+    pub id: u64,
+    /// Amount to charge, in cents.
+    pub amount_cents: u64,
+}
+
+/// The body a reviewer posts to the order's webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    /// Whether the order is approved.
+    pub approved: bool,
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> http::Response<Bytes> {
+    let mut r = http::Response::new(Bytes::from(body.to_string()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Waits for a reviewer's decision on a manual webhook and answers the
+/// reviewer's request itself; then waits a little (durably) and charges.
+pub async fn approve_order(ctx: Context, order: Order) -> Result<String, WorkflowError> {
+    let mut webhook = ctx.create_webhook(
+        WebhookOptions::token(format!("order:{}", order.id))
+            .metadata(&order.id)
+            .manual(Duration::from_secs(30)),
+    );
+    let path = webhook.path();
+    ctx.step("notify-reviewer", |_| {
+        let path = path.clone();
+        async move {
+            tracing::info!("order waits for a reviewer: POST {path} with {{\"approved\": true}}");
+            Ok::<_, StepError>(path)
+        }
+    })
+    .await?;
+    let decision = loop {
+        let request = webhook.next().await?;
+        match serde_json::from_slice::<Decision>(&request.body) {
+            Ok(d) => {
+                let status = if d.approved { "approved" } else { "rejected" };
+                request.respond(json_response(
+                    200,
+                    serde_json::json!({ "order": order.id, "status": status }),
+                ));
+                break d;
+            }
+            Err(e) => request.respond(json_response(
+                400,
+                serde_json::json!({ "error": format!("expected {{\"approved\": bool}}: {e}") }),
+            )),
+        }
+    };
+    webhook.dispose();
+    if !decision.approved {
+        return Err(WorkflowError::fatal(format!(
+            "order {} was rejected",
+            order.id
+        )));
+    }
+    ctx.sleep(Duration::from_secs(2)).await?;
+    let amount = order.amount_cents;
+    ctx.step("charge", move |s| async move {
+        Ok::<_, StepError>(format!(
+            "charged {amount} cents (idempotency key {})",
+            s.idempotency_key()
+        ))
+    })
+    .await
+}
+
+/// Input of `chat`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Room {
+    /// Room name; the token is `chat:{room}`.
+    pub room: String,
+}
+
+/// Collects messages sent to the hook `chat:{room}` (with `workflow resume`
+/// or `Engine::resume_hook`) until one is "stop"; the hook is a stream.
+pub async fn chat(ctx: Context, room: Room) -> Result<Vec<String>, WorkflowError> {
+    let mut messages = ctx.create_hook::<String>(HookOptions::token(format!("chat:{}", room.room)));
+    let mut transcript = Vec::new();
+    while let Some(message) = StreamExt::next(&mut messages).await {
+        let text = message?;
+        if text == "stop" {
+            break;
+        }
+        transcript.push(text);
+    }
+    Ok(transcript)
+}
+
+/// Input of `flaky_job`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    /// How many attempts of the first step fail before one succeeds.
+    pub fail_times: u32,
+    /// How long the job sleeps (durably) between its steps, in milliseconds.
+    pub sleep_ms: u64,
+}
+
+/// A step that fails `fail_times` times (retried with backoff), a durable
+/// sleep, and a final step.
+pub async fn flaky_job(ctx: Context, job: Job) -> Result<String, WorkflowError> {
+    let options = StepOptions::default()
+        .max_attempts(job.fail_times + 1)
+        .backoff(Backoff {
+            initial: Duration::from_millis(200),
+            factor: 2.0,
+            max: Duration::from_secs(5),
+        });
+    let fail_times = job.fail_times;
+    let attempts = ctx
+        .step_with("flaky-call", options, move |s| async move {
+            if s.attempt() <= fail_times {
+                Err(StepError::retryable(format!(
+                    "attempt {} failed",
+                    s.attempt()
+                )))
+            } else {
+                Ok(s.attempt())
+            }
+        })
+        .await?;
+    ctx.sleep(Duration::from_millis(job.sleep_ms)).await?;
+    let done = ctx
+        .step("finish", |_| async {
+            Ok::<_, StepError>("done".to_string())
+        })
+        .await?;
+    Ok(format!("{done} after {attempts} attempt(s)"))
+}

@@ -1,0 +1,327 @@
+//! End to end: the `workflow` binary as a process on a temporary data directory.
+//!
+//! Serve, start a run, POST to its webhook, see it finish, list it with
+//! `runs --json`, stop the server with SIGINT, start it again and see the same
+//! data; `check-replay` on the stored runs (clean with this binary's code, a
+//! mismatch with changed code); and the errors a user can hit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_workflow");
+
+struct Server {
+    child: Child,
+    base: String,
+    addr: String,
+}
+
+impl Server {
+    fn start(data: &Path, addr: &str) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["--data", data.to_str().unwrap(), "serve", "--addr", addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn workflow serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("serve printed nothing")
+                .expect("read stdout");
+            if let Some(rest) = line.split_once("listening on ").map(|(_, r)| r) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = base.trim_start_matches("http://").to_string();
+        Server { child, base, addr }
+    }
+
+    /// Sends SIGINT and waits for a clean exit.
+    fn interrupt(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "serve exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop after SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(data: &Path, server: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--data", data.to_str().unwrap()]);
+    if let Some(s) = server {
+        cmd.args(["--server", s]);
+    }
+    cmd.args(args).output().expect("run workflow")
+}
+
+fn ok_json(out: Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// A minimal HTTP/1.1 POST over a raw socket; returns status and body.
+fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_for_status(data: &Path, server: &str, run: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = ok_json(cli(data, Some(server), &["runs", "--json"]));
+        let status = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == run)
+            .map(|r| r["status"].as_str().unwrap().to_string());
+        if status.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} never became {want} (is {status:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_start_webhook_finish_restart_and_check_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "127.0.0.1:0");
+    let base = server.base.clone();
+
+    let started = ok_json(cli(
+        &data,
+        Some(&base),
+        &[
+            "start",
+            "approve_order",
+            r#"{"id": 7, "amount_cents": 500}"#,
+            "--json",
+        ],
+    ));
+    let run = started["run"].as_str().unwrap().to_string();
+
+    // Wait until the webhook is live, then answer it as a reviewer would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hooks = ok_json(cli(&data, Some(&base), &["hooks", "--json"]));
+        if hooks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["token"] == "order:7")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "webhook never became live");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = post(
+        &server.addr,
+        "/.well-known/workflow/v1/webhook/order:7",
+        "not json",
+    );
+    assert_eq!(
+        status, 400,
+        "the workflow answers a bad body itself: {body}"
+    );
+    let (status, body) = post(
+        &server.addr,
+        "/.well-known/workflow/v1/webhook/order%3A7",
+        r#"{"approved": true}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("\"approved\""), "{body}");
+    wait_for_status(&data, &base, &run, "completed");
+
+    let events = ok_json(cli(&data, Some(&base), &["events", &run, "--json"]));
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_created"));
+    assert_eq!(kinds.last(), Some(&"run_completed"));
+    assert_eq!(kinds.iter().filter(|k| **k == "hook_responded").count(), 2);
+
+    // Errors a user can hit while the server runs.
+    let out = cli(&data, None, &["check-replay"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use") && err.lines().count() == 1, "{err}");
+    let out = Command::new(BIN)
+        .args([
+            "--data",
+            dir.path().join("other").to_str().unwrap(),
+            "serve",
+            "--addr",
+            &server.addr,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    let out = cli(&data, Some(&base), &["start", "nope", "{}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workflow \"nope\""));
+    let out = cli(&data, Some(&base), &["start", "chat", "{bad"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid JSON input"));
+
+    // A chat run stays live across the restart.
+    let chat = ok_json(cli(
+        &data,
+        Some(&base),
+        &["start", "chat", r#"{"room": "e2e"}"#, "--json"],
+    ));
+    let chat_run = chat["run"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok_json(cli(&data, Some(&base), &["hooks", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["token"] == "chat:e2e")
+    {
+        assert!(Instant::now() < deadline, "chat hook never became live");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok_json(cli(
+        &data,
+        Some(&base),
+        &["resume", "chat:e2e", r#""hello""#, "--json"],
+    ));
+
+    server.interrupt();
+
+    // With the server stopped the CLI opens the data directory itself.
+    let runs = ok_json(cli(&data, None, &["runs", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    let out = cli(&data, None, &["check-replay"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Restarted, the same data is there and the suspended run continues.
+    let server = Server::start(&data, "127.0.0.1:0");
+    let base = server.base.clone();
+    let runs = ok_json(cli(
+        &data,
+        Some(&base),
+        &["runs", "--status", "completed", "--json"],
+    ));
+    assert!(runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == run.as_str()));
+    ok_json(cli(
+        &data,
+        Some(&base),
+        &["resume", "chat:e2e", r#""stop""#, "--json"],
+    ));
+    wait_for_status(&data, &base, &chat_run, "completed");
+    let events = ok_json(cli(&data, Some(&base), &["events", &chat_run, "--json"]));
+    let output = &events.as_array().unwrap().last().unwrap()["data"]["output"];
+    assert_eq!(output, &serde_json::json!(["hello"]));
+    server.interrupt();
+}
+
+#[test]
+fn check_replay_detects_a_changed_workflow() {
+    use workflow_core::{Context, Engine, StepError, WorkflowError};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Record a finished flaky_job run with this binary's workflows.
+        let engine = workflow_cli::serve::engine(workflow_cli::serve::open_store(&data).unwrap());
+        engine.start_workers();
+        let run = engine
+            .start(
+                "flaky_job",
+                &serde_json::json!({"fail_times": 0, "sleep_ms": 0}),
+            )
+            .await
+            .unwrap();
+        let _: String = engine.result(&run).await.unwrap();
+        engine.shutdown().await;
+    });
+    // The binary's own code replays it cleanly.
+    let out = cli(&data, None, &["check-replay", "--json"]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checked"], 1);
+    // Code that changed the first step's name does not.
+    rt.block_on(async {
+        let store = workflow_cli::serve::open_store(&data).unwrap();
+        let changed = Engine::builder(store)
+            .workflow(
+                "flaky_job",
+                |ctx: Context, _: serde_json::Value| async move {
+                    ctx.step("renamed-call", |_| async { Ok::<_, StepError>(1u32) })
+                        .await?;
+                    Ok::<_, WorkflowError>(())
+                },
+            )
+            .build();
+        let report = changed.check_replay().await.unwrap();
+        assert_eq!(report.mismatches.len(), 1);
+        assert_eq!(report.mismatches[0].position, Some(0));
+        assert!(report.mismatches[0].message.contains("renamed-call"));
+    });
+}
