@@ -6,7 +6,10 @@
 //! - the engine and the workflow API from `workflow-core` ([`Engine`],
 //!   [`Context`], steps, sleeps, hooks, webhooks), at the top level;
 //! - the event log from `workflow-store` as [`store`], with the backends
-//!   [`MemoryStore`] and [`SledStore`] also at the top level.
+//!   [`MemoryStore`] and (feature `sled`, on by default) `SledStore` also at
+//!   the top level;
+//! - (features `hyper`, `axum`, `warp`) the webhook adapters of
+//!   `workflow-http` as `http`.
 //!
 //! The README below is the guide's first page; its example runs as a test.
 //!
@@ -15,4 +18,10 @@
 pub use workflow_core::*;
 /// The event log: data model, codec, the `Store` trait and its backends.
 pub use workflow_store as store;
-pub use workflow_store::{MemoryStore, RunId, RunStatus, SledStore, Store};
+#[cfg(feature = "sled")]
+pub use workflow_store::SledStore;
+pub use workflow_store::{MemoryStore, RunId, RunStatus, Store};
+
+/// Webhook adapters for hyper, axum and warp (`workflow-http`).
+#[cfg(any(feature = "hyper", feature = "axum", feature = "warp"))]
+pub use workflow_http as http;

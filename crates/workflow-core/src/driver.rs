@@ -23,7 +23,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::warn;
 use workflow_store::{
     ErrorRecord, Event, EventData, EventKind, Lease, Payload, RunStatus, StoreError,
 };
@@ -101,6 +101,7 @@ async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>,
         block(inner, lease, &log, message).await?;
         return Ok(None);
     };
+    tracing::Span::current().record("workflow", workflow.as_str());
     Ok(Some(RunInstance::start(&registered, run, log, input)))
 }
 
@@ -269,7 +270,6 @@ enum Next {
 
 impl Driver<'_> {
     async fn run(mut self) -> Result<Outcome, DriveError> {
-        let run = self.lease.run_id;
         loop {
             if let Err(message) = self.inst.poll_until_idle() {
                 return self.finish_blocked(message).await;
@@ -296,7 +296,6 @@ impl Driver<'_> {
                         error: ErrorRecord::new(e.to_string()),
                     },
                 };
-                debug!(%run, kind = %end.kind(), "run finished");
                 events.push(end);
                 self.write(events).await?;
                 return Ok(Outcome::Done);
@@ -555,6 +554,7 @@ impl Driver<'_> {
         events.extend(appended.events);
         for e in &events {
             self.inst.status = next_status(self.inst.status, e.kind());
+            trace_recorded(e);
         }
         let mut st = lock(&self.inst.state);
         st.extend_log(events);
@@ -596,4 +596,27 @@ fn hook_records(id: workflow_store::CorrelationId, h: &crate::replay::HookSlot) 
         events.push(EventData::HookDisposed { hook: id });
     }
     events
+}
+
+/// Logs the recorded events an operator wants to see.
+fn trace_recorded(e: &Event) {
+    match &e.data {
+        EventData::StepRetrying {
+            step,
+            error,
+            retry_at,
+        } => {
+            tracing::info!(%step, error = %error.message, retry_at = retry_at.as_millis(), "step attempt failed; will retry")
+        }
+        EventData::StepFailed { step, error } => {
+            tracing::warn!(%step, error = %error.message, "step failed")
+        }
+        EventData::WaitCompleted { wait } => tracing::debug!(%wait, "timer fired"),
+        EventData::HookConflict { hook, holder, .. } => {
+            tracing::warn!(%hook, %holder, "hook token already in use")
+        }
+        EventData::RunCompleted { .. } => tracing::info!("run completed"),
+        EventData::RunFailed { error } => tracing::info!(error = %error.message, "run failed"),
+        _ => {}
+    }
 }

@@ -416,7 +416,7 @@ const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 /// Drives one leased run and puts it back (cache, lease).
 async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
     let run = lease.run_id;
-    let span = info_span!("run", run = %run);
+    let span = info_span!("run", run = %run, workflow = tracing::field::Empty);
     async {
         match drive(&inner, &mut lease).await {
             Ok(Outcome::Suspended(inst)) => inner.cache.put(run, inst),
@@ -440,6 +440,7 @@ async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
             Ok(()) => {}
             Err(StoreError::LeaseLost { .. }) => {
                 // Another engine drives it now; our instance may be stale.
+                warn!("lease lost: another engine took the run over");
                 drop(inner.cache.take(run));
             }
             Err(e) => warn!(error = %e, "could not release lease; the run is due again when it expires"),

@@ -118,7 +118,7 @@ impl Engine {
             Err(e) => return unavailable(e),
         };
         debug!(run = %resumed.run_id, hook = %resumed.hook, %request_id, "webhook received");
-        match mode {
+        let response = match mode {
             WebhookResponse::Static(rec) => http_response(&rec),
             WebhookResponse::Manual { timeout_ms } => {
                 let timeout = Duration::from_millis(timeout_ms);
@@ -131,7 +131,9 @@ impl Engine {
                 }
             }
             _ => empty(http::StatusCode::ACCEPTED),
-        }
+        };
+        debug!(run = %resumed.run_id, %request_id, status = response.status().as_u16(), "webhook answered");
+        response
     }
 
     /// Waits for `hook_responded` with `request_id` in `run`'s log from `from`.

@@ -151,7 +151,7 @@ impl StepContext {
 /// One running attempt: the closure's future and its deadline.
 struct Attempt<Fut> {
     number: u32,
-    fut: Pin<Box<Fut>>,
+    fut: Pin<Box<tracing::instrument::Instrumented<Fut>>>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -246,9 +246,15 @@ where
                     name: this.name.clone(),
                     attempt,
                 };
+                let span = tracing::info_span!(
+                    "step",
+                    step = %this.step_id,
+                    name = %this.name,
+                    attempt,
+                );
                 this.running = Some(Attempt {
                     number: attempt,
-                    fut: Box::pin((this.f)(ctx)),
+                    fut: Box::pin(tracing::Instrument::instrument((this.f)(ctx), span)),
                     deadline: this.timeout.map(|d| Box::pin(tokio::time::sleep(d))),
                 });
             }

@@ -1,0 +1,218 @@
+//! `PostgresStore` behaviour beyond the conformance suite: connection errors,
+//! damaged rows, schema versions.
+//!
+//! The tests that need a server read `WORKFLOW_TEST_POSTGRES_URL` and print
+//! `SKIPPED` without it; the error-message tests need none.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{exec, url_or_skip, uuid_text, Schemas};
+use workflow_postgres::{PostgresConfig, PostgresStore};
+use workflow_store::conformance::{hook_created, new_run, step_created, START, TTL};
+use workflow_store::{Clock, ManualClock, RunQuery, Store, StoreError};
+
+fn message(e: &StoreError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(&format!(" / {cause}"));
+        src = cause.source();
+    }
+    s
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error() {
+    let err = PostgresStore::connect_with(
+        PostgresConfig::new("postgres://app:s3cret@127.0.0.1:1/orders")
+            .connect_timeout(std::time::Duration::from_secs(2)),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    let msg = message(&err);
+    assert!(matches!(err, StoreError::Backend { .. }), "{msg}");
+    assert!(
+        msg.contains("cannot connect to PostgreSQL at 127.0.0.1:1/orders"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret"), "the password leaked: {msg}");
+}
+
+#[tokio::test]
+async fn bad_url_and_schema_are_refused() {
+    let err = PostgresStore::connect("postgres://app@host:notaport/db")
+        .await
+        .expect_err("bad port");
+    assert!(
+        message(&err).contains("invalid PostgreSQL connection string"),
+        "{err}"
+    );
+    let err = PostgresStore::connect_with(
+        PostgresConfig::new("postgres://app@127.0.0.1:1/db").schema("Robert'); DROP TABLE"),
+    )
+    .await
+    .expect_err("bad schema");
+    assert!(
+        message(&err).contains("invalid PostgreSQL schema name"),
+        "{err}"
+    );
+}
+
+async fn fresh(schemas: &Schemas) -> PostgresStore {
+    let schema = schemas.fresh();
+    schemas
+        .store(&schema, Arc::new(ManualClock::new(START)) as Arc<dyn Clock>)
+        .await
+        .expect("store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_rows_are_corrupt_and_contained() {
+    let Some(url) = url_or_skip("damaged_rows_are_corrupt_and_contained") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let store = fresh(&schemas).await;
+    let s = store.schema().to_owned();
+    let bad = new_run(&store, "wf").await;
+    let good = new_run(&store, "wf").await;
+    for run in [bad, good] {
+        store
+            .append(
+                run,
+                vec![
+                    step_created("step:0"),
+                    hook_created("hook:1", &format!("t-{run}")),
+                ],
+                None,
+            )
+            .await
+            .expect("append");
+    }
+    let id = uuid_text(bad);
+    exec(
+        &url,
+        &format!(
+            "UPDATE \"{s}\".runs SET status = 'exploded' WHERE id = '{id}';
+             UPDATE \"{s}\".hooks SET record = '\\xce01ff'::bytea WHERE run_id = '{id}';"
+        ),
+    )
+    .await
+    .expect("damage");
+    let r = store.get_run(bad).await;
+    assert!(
+        matches!(r, Err(StoreError::Corrupt { what: "run", .. })),
+        "{r:?}"
+    );
+    let r = store.append(bad, vec![step_created("step:9")], None).await;
+    assert!(matches!(r, Err(StoreError::Corrupt { .. })), "{r:?}");
+    let r = store.list_hooks(bad).await;
+    assert!(
+        matches!(r, Err(StoreError::Corrupt { what: "hook", .. })),
+        "{r:?}"
+    );
+    let r = store
+        .get_hook(&workflow_store::conformance::token(&format!("t-{bad}")))
+        .await;
+    assert!(matches!(r, Err(StoreError::Corrupt { .. })), "{r:?}");
+    // The healthy run reads and writes as before.
+    assert!(store.get_run(good).await.expect("get_run").is_some());
+    assert_eq!(store.list_hooks(good).await.expect("hooks").len(), 1);
+    store
+        .append(good, vec![step_created("step:9")], None)
+        .await
+        .expect("healthy run writes");
+    assert_eq!(store.read_log(good).await.expect("log").len(), 4);
+    // Listing by another status skips the damaged row's status.
+    let pending = store
+        .list_runs(RunQuery {
+            status: Some(workflow_store::RunStatus::Pending),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("list pending");
+    assert_eq!(pending.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_queue_row_does_not_stop_leasing() {
+    let Some(url) = url_or_skip("a_damaged_queue_row_does_not_stop_leasing") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let store = fresh(&schemas).await;
+    let s = store.schema().to_owned();
+    let bad = new_run(&store, "wf").await;
+    let good = new_run(&store, "wf").await;
+    let id = uuid_text(bad);
+    exec(
+        &url,
+        &format!(
+            "UPDATE \"{s}\".queue SET lease_id = '{id}', lease_expires = NULL WHERE run_id = '{id}'"
+        ),
+    )
+    .await
+    .expect("damage");
+    let leased = store.lease_due(10, TTL).await.expect("lease_due");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].run_id, good);
+    let r = store.wake(bad).await;
+    assert!(
+        matches!(
+            r,
+            Err(StoreError::Corrupt {
+                what: "queue entry",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_a_newer_release_is_refused() {
+    let Some(url) = url_or_skip("a_schema_from_a_newer_release_is_refused") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let store = fresh(&schemas).await;
+    let s = store.schema().to_owned();
+    drop(store);
+    exec(
+        &url,
+        &format!(
+            "INSERT INTO \"{s}\".schema_migrations (version, description) VALUES (9999, 'future')"
+        ),
+    )
+    .await
+    .expect("pretend a newer release migrated");
+    let err = PostgresStore::connect_with(PostgresConfig::new(url).schema(s))
+        .await
+        .expect_err("newer schema");
+    assert!(message(&err).contains("upgrade the library"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_there_is_no_feed() {
+    let Some(url) = url_or_skip("without_notifications_there_is_no_feed") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let store = PostgresStore::connect_with(
+        PostgresConfig::new(url)
+            .schema(schemas.fresh())
+            .notifications(false),
+    )
+    .await
+    .expect("store");
+    assert!(store.subscribe().is_none());
+    let run = new_run(&store, "wf").await;
+    assert_eq!(store.read_log(run).await.expect("log").len(), 1);
+    let debug = format!("{store:?}");
+    assert!(
+        debug.contains("PostgresStore") && debug.contains(store.schema()),
+        "{debug}"
+    );
+}
