@@ -8,8 +8,9 @@
 //! - the event log from `workflow-store` as [`store`], with the backends
 //!   [`MemoryStore`] and (feature `sled`, on by default) `SledStore` also at
 //!   the top level;
-//! - (features `hyper`, `axum`, `warp`) the webhook adapters of
-//!   `workflow-http` as `http`.
+//! - (features `hyper`, `axum`, `warp`, `dashboard`) the webhook adapters and
+//!   the runs dashboard of `workflow-http` as `http`;
+//! - (feature `postgres`) `PostgresStore` from `workflow-postgres` as `postgres`.
 //!
 //! The README below is the guide's first page; its example runs as a test.
 //!
@@ -23,5 +24,14 @@ pub use workflow_store::SledStore;
 pub use workflow_store::{MemoryStore, RunId, RunStatus, Store};
 
 /// Webhook adapters for hyper, axum and warp (`workflow-http`).
-#[cfg(any(feature = "hyper", feature = "axum", feature = "warp"))]
+#[cfg(any(
+    feature = "hyper",
+    feature = "axum",
+    feature = "warp",
+    feature = "dashboard"
+))]
 pub use workflow_http as http;
+
+/// The PostgreSQL backend (`workflow-postgres`).
+#[cfg(feature = "postgres")]
+pub use workflow_postgres as postgres;

@@ -45,7 +45,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the example workflows, their webhooks and the admin API.
+    /// Serve the example workflows, their webhooks, the admin API and the
+    /// runs dashboard (/workflow/dashboard/).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = DEFAULT_ADDR)]

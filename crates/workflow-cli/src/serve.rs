@@ -1,13 +1,19 @@
-//! `workflow serve`: the example workflows on sled, behind axum.
+//! `workflow serve`: the example workflows on sled, behind axum, with the
+//! read-only runs dashboard at [`DASHBOARD_PATH`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use workflow_core::Engine;
+use workflow_http::dashboard::DashboardConfig;
 use workflow_store::SledStore;
 
 use crate::error::CliError;
 use crate::ops::Operations;
+
+/// Where `workflow serve` mounts the runs dashboard
+/// ([`workflow_http::dashboard`], read-only).
+pub const DASHBOARD_PATH: &str = workflow_http::dashboard::DEFAULT_PREFIX;
 
 /// Options of `workflow serve`.
 #[derive(Debug, Clone)]
@@ -52,6 +58,12 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     engine.start_workers();
     let mut app = axum::Router::new().merge(workflow_http::axum::router(engine.clone()));
     let admin = local.ip().is_loopback() || opts.admin_token.is_some();
+    // Read-only. Hook tokens resume runs: the dashboard shows them only where
+    // the admin API (which lists them) is open without a token, on loopback.
+    let dashboard = DashboardConfig::new()
+        .with_prefix(DASHBOARD_PATH)
+        .with_show_tokens(local.ip().is_loopback());
+    app = app.merge(workflow_http::dashboard::router(engine.clone(), dashboard));
     if admin {
         app = app.merge(crate::api::router(
             Operations::new(engine.clone()),
@@ -63,6 +75,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
         "workflow serve: listening on {base} (data in {})",
         opts.data.display()
     );
+    println!("workflow serve: dashboard at {base}{DASHBOARD_PATH}/");
     if admin {
         println!("try it:");
         println!("  workflow start approve_order '{{\"id\": 42, \"amount_cents\": 1999}}'");

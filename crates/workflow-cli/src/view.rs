@@ -2,59 +2,8 @@
 //! values, with recorded payloads decoded from CBOR.
 
 use serde::{Deserialize, Serialize};
-use workflow_store::{Event, EventData, HookRecord, Payload, RunRecord, Timestamp};
-
-/// A recorded payload as JSON. CBOR byte strings become text when they are
-/// UTF-8 (HTTP bodies and headers usually are), else arrays of numbers.
-pub fn payload_json(p: &Payload) -> serde_json::Value {
-    match ciborium::from_reader::<ciborium::Value, _>(p.as_bytes()) {
-        Ok(v) => cbor_json(v),
-        Err(e) => serde_json::json!({ "undecodable": e.to_string() }),
-    }
-}
-
-fn cbor_json(v: ciborium::Value) -> serde_json::Value {
-    use ciborium::Value as C;
-    use serde_json::Value as J;
-    match v {
-        C::Null => J::Null,
-        C::Bool(b) => J::Bool(b),
-        C::Integer(i) => {
-            let i = i128::from(i);
-            i64::try_from(i)
-                .map(J::from)
-                .or_else(|_| u64::try_from(i).map(J::from))
-                .unwrap_or_else(|_| J::String(i.to_string()))
-        }
-        C::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
-        C::Text(t) => J::String(t),
-        C::Bytes(b) => match String::from_utf8(b) {
-            Ok(text) => J::String(text),
-            Err(e) => J::Array(e.into_bytes().into_iter().map(J::from).collect()),
-        },
-        C::Array(items) => J::Array(items.into_iter().map(cbor_json).collect()),
-        C::Map(entries) => J::Object(
-            entries
-                .into_iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        C::Text(t) => t,
-                        other => cbor_json(other).to_string(),
-                    };
-                    (key, cbor_json(v))
-                })
-                .collect(),
-        ),
-        C::Tag(_, inner) => cbor_json(*inner),
-        _ => J::Null,
-    }
-}
-
-/// A timestamp as RFC 3339 text (UTC, milliseconds).
-pub fn time_text(t: Timestamp) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.as_millis());
-    humantime::format_rfc3339_millis(at).to_string()
-}
+use workflow_http::dashboard::{payload_json, time_text};
+use workflow_store::{Event, EventData, HookRecord, RunRecord};
 
 /// One run, as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,10 @@
 //! - steps per second with 64 concurrent runs (group commit);
 //! - cold resume (replay from the log) of a run with 1k and 10k events, and the
 //!   ratio between them (linear would be 10);
-//! - hot resume (the run's future is cached) of the 10k-event run.
+//! - hot resume (the run's future is cached) of the 10k-event run;
+//! - `resume_hook` latency (p50/p99, one caller) and throughput (16 callers)
+//!   on a hook whose workflow consumes every payload, next to a raw store
+//!   append of one event measured the same way.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,16 @@ use workflow_store::{
 
 fn quick() -> bool {
     std::env::args().any(|a| a == "--quick") || std::env::var_os("WORKFLOW_BENCH_QUICK").is_some()
+}
+
+/// Consumes `n` payloads from the hook `bench:{id}`.
+async fn sink(ctx: Context, (id, n): (u32, u32)) -> Result<u32, WorkflowError> {
+    let mut hook = ctx.create_hook::<u32>(workflow_core::HookOptions::token(format!("bench:{id}")));
+    let mut sum = 0u32;
+    for _ in 0..n {
+        sum = sum.wrapping_add(hook.next().await?);
+    }
+    Ok(sum)
 }
 
 async fn steps(ctx: Context, n: u32) -> Result<u32, WorkflowError> {
@@ -47,6 +60,7 @@ fn engine(store: SledStore) -> Engine {
     Engine::builder(store)
         .workflow("steps", steps)
         .workflow("steps_then_sleep", steps_then_sleep)
+        .workflow("sink", sink)
         .poll_interval(Duration::from_millis(5))
         .build()
 }
@@ -203,6 +217,76 @@ async fn main() {
     };
     let (n1, n10) = (events(small).await, events(large).await);
 
+    // resume_hook vs a raw store append, sequential latency and 16-way throughput.
+    let e = engine(store.clone());
+    e.start_workers();
+    let calls = if quick { 300 } else { 1000 };
+    let sink_run = e.start("sink", &(0u32, calls * 17)).await.unwrap();
+    while e.get_hook("bench:0").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut resume_lat = Vec::with_capacity(calls as usize);
+    for i in 0..calls {
+        let t = Instant::now();
+        e.resume_hook("bench:0", &i).await.unwrap();
+        resume_lat.push(t.elapsed());
+    }
+    resume_lat.sort();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..calls {
+                e.resume_hook("bench:0", &i).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let resume_rate = f64::from(calls * 16) / t.elapsed().as_secs_f64();
+    let _: u32 = e.result(&sink_run).await.unwrap();
+    e.shutdown().await;
+    // The raw store append of one event, the same way.
+    let raw_run = RunId::new();
+    store
+        .create_run(NewRun {
+            id: raw_run,
+            workflow: "raw".into(),
+            input: Payload::encode(&0u8).unwrap(),
+        })
+        .await
+        .unwrap();
+    let event = |i: u32| EventData::StepCreated {
+        step: CorrelationId::from_parts("step", u64::from(i)),
+        name: "x".into(),
+        input_digest: None,
+    };
+    let mut append_lat = Vec::with_capacity(calls as usize);
+    for i in 0..calls {
+        let t = Instant::now();
+        store.append(raw_run, vec![event(i)], None).await.unwrap();
+        append_lat.push(t.elapsed());
+    }
+    append_lat.sort();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..16u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..calls {
+                let id = calls * (k + 1) + i;
+                store.append(raw_run, vec![event(id)], None).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let append_rate = f64::from(calls * 16) / t.elapsed().as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
     println!();
     println!("workflow-core engine benchmark (SledStore, flushed writes)");
     println!("{:<48} {:>14} {:>12}", "measure", "value", "ratio");
@@ -249,5 +333,35 @@ async fn main() {
         format!("hot resume, {n10} events (ratio vs cold)"),
         hot_10k.as_secs_f64() * 1e3,
         hot_10k.as_secs_f64() / cold_10k.as_secs_f64()
+    );
+    println!(
+        "{:<48} {:>14} {:>11.2}x",
+        "resume_hook p50 / p99 (vs raw append p50)",
+        format!(
+            "{:.2}/{:.2}ms",
+            ms(percentile(&resume_lat, 0.5)),
+            ms(percentile(&resume_lat, 0.99))
+        ),
+        ms(percentile(&resume_lat, 0.5)) / ms(percentile(&append_lat, 0.5))
+    );
+    println!(
+        "{:<48} {:>14} {:>12}",
+        "raw store append p50 / p99",
+        format!(
+            "{:.2}/{:.2}ms",
+            ms(percentile(&append_lat, 0.5)),
+            ms(percentile(&append_lat, 0.99))
+        ),
+        ""
+    );
+    println!(
+        "{:<48} {:>11.0}/s {:>11.2}x",
+        "resume_hook, 16 callers (vs raw append, 16)",
+        resume_rate,
+        resume_rate / append_rate
+    );
+    println!(
+        "{:<48} {:>11.0}/s {:>12}",
+        "raw store append, 16 writers", append_rate, ""
     );
 }

@@ -10,7 +10,7 @@ use workflow_store::{EventData, RunId, RunQuery, RunStatus};
 
 use crate::driver::RunInstance;
 use crate::engine::Engine;
-use crate::error::EngineError;
+use crate::error::{EngineError, WorkflowError};
 use crate::replay::lock;
 
 /// One run whose history does not match the code.
@@ -94,6 +94,7 @@ impl Engine {
             position,
             message,
         };
+        let recorded_end = log.last().map(|e| e.data.clone());
         let mut inst = RunInstance::start(&registered, run, log, input);
         loop {
             if let Err(message) = inst.poll_until_idle() {
@@ -102,20 +103,47 @@ impl Engine {
             }
             let mut st = lock(&inst.state);
             if let Some(e) = st.nondeterminism.clone() {
-                let position = (e.position != u64::MAX).then_some(e.position);
-                report.mismatches.push(mismatch(position, e.to_string()));
+                drop(st);
+                // A workflow that stopped on a value it can no longer decode
+                // (its input, a step result) is reported with that error, not
+                // with the operation it then failed to issue.
+                let report_as = match inst.output() {
+                    Some(Err(decode @ WorkflowError::Decode { .. })) => {
+                        mismatch(None, format!("the code stops early on replay: {decode}"))
+                    }
+                    _ => mismatch(
+                        (e.position != u64::MAX).then_some(e.position),
+                        e.to_string(),
+                    ),
+                };
+                report.mismatches.push(report_as);
                 return Ok(());
             }
             if !st.deliver_next() {
                 break;
             }
         }
-        // A run that ended must end the same way: the code must finish too.
-        if status.is_terminal() && status != RunStatus::Cancelled && !inst.finished() {
-            report.mismatches.push(mismatch(
-                None,
-                format!("the run {status} in its history, but the code does not finish on replay"),
-            ));
+        // A run that ended must end the same way (a cancelled one ended from outside).
+        let ended = status.is_terminal() && status != RunStatus::Cancelled;
+        let problem = match (&recorded_end, inst.output()) {
+            _ if !ended => None,
+            (_, None) => Some(format!(
+                "the run {status} in its history, but the code does not finish on replay"
+            )),
+            (Some(EventData::RunCompleted { output }), Some(Ok(now))) if now != output => {
+                Some("the run completed with a different output than the code now returns".into())
+            }
+            (Some(EventData::RunCompleted { .. }), Some(Err(e))) => Some(format!(
+                "the run completed in its history, but the code now fails: {e}"
+            )),
+            (Some(EventData::RunFailed { error }), Some(Ok(_))) => Some(format!(
+                "the run failed in its history ({}), but the code now completes",
+                error.message
+            )),
+            _ => None,
+        };
+        if let Some(message) = problem {
+            report.mismatches.push(mismatch(None, message));
         }
         Ok(())
     }

@@ -129,9 +129,10 @@ impl RunInstance {
         }
     }
 
-    /// Whether the workflow function has returned.
-    pub(crate) fn finished(&self) -> bool {
-        self.future.is_none()
+    /// What the workflow function returned, once it has (and before the
+    /// driver records it).
+    pub(crate) fn output(&self) -> Option<&Result<Payload, WorkflowError>> {
+        self.output.as_ref()
     }
 
     /// Polls the workflow while it has wake-ups. `Err` if it panicked.

@@ -352,15 +352,17 @@ impl Engine {
         *workers = Some(tokio::spawn(dispatch(inner)));
     }
 
-    /// Stops leasing new work and waits for runs being driven to suspend.
-    pub async fn shutdown(&self) {
-        let handle = self
-            .inner
+    fn take_workers(&self) -> Option<JoinHandle<()>> {
+        self.inner
             .workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(handle) = handle {
+            .take()
+    }
+
+    /// Stops leasing new work and waits for runs being driven to suspend.
+    pub async fn shutdown(&self) {
+        if let Some(handle) = self.take_workers() {
             self.inner.stop.notify_one();
             if let Err(e) = handle.await {
                 warn!(error = %e, "worker task ended abnormally");
@@ -372,13 +374,7 @@ impl Engine {
     /// would): their leases expire and any engine on the store takes them over.
     /// Steps in progress may run again there (steps are at least once).
     pub fn shutdown_now(&self) {
-        let handle = self
-            .inner
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(handle) = handle {
+        if let Some(handle) = self.take_workers() {
             handle.abort();
         }
         self.inner.cache.clear();

@@ -663,3 +663,137 @@ async fn check_replay_reports_runs_the_new_code_would_block() {
     assert_eq!(none.unknown_workflow.len(), 1);
     assert_eq!(none.checked, 0);
 }
+
+/// With a store clock that only moves when told to, retries and timers come
+/// due exactly at their recorded time, however much real time passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_sleep_follow_the_store_clock() {
+    use workflow_store::{ManualClock, Timestamp};
+    let clock = std::sync::Arc::new(ManualClock::new(Timestamp(1_000_000)));
+    let store = MemoryStore::with_clock(clock.clone());
+    let slow = StepOptions::default().max_attempts(3).backoff(Backoff {
+        initial: Duration::from_secs(10),
+        factor: 2.0,
+        max: Duration::from_secs(60),
+    });
+    let e = engine(store.clone(), move |b| {
+        b.workflow("clocked", move |ctx: Context, _: ()| {
+            let slow = slow.clone();
+            async move {
+                let attempt = ctx
+                    .step_with("once-flaky", slow, |s| async move {
+                        if s.attempt() == 1 {
+                            Err(StepError::retryable("not yet"))
+                        } else {
+                            Ok(s.attempt())
+                        }
+                    })
+                    .await?;
+                ctx.sleep(Duration::from_secs(3600)).await?;
+                Ok(attempt)
+            }
+        })
+    });
+    let run = e.start("clocked", &()).await.unwrap();
+    let wait_for = |kind: EventKind, n: usize| {
+        let store = store.clone();
+        async move {
+            for _ in 0..300 {
+                let k = kinds(&store, run).await;
+                if k.iter().filter(|x| **x == kind).count() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("no {n} x {kind} in {:?}", kinds(&store, run).await);
+        }
+    };
+    wait_for(EventKind::StepRetrying, 1).await;
+    // Real time passes, the store's clock does not: no second attempt.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        kinds(&store, run)
+            .await
+            .iter()
+            .filter(|k| **k == EventKind::StepStarted)
+            .count(),
+        1
+    );
+    clock.advance(Duration::from_millis(9_999));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        kinds(&store, run)
+            .await
+            .iter()
+            .filter(|k| **k == EventKind::StepStarted)
+            .count(),
+        1,
+        "retried early"
+    );
+    clock.advance(Duration::from_millis(1));
+    wait_for(EventKind::WaitCreated, 1).await;
+    // The hour-long sleep: due at exactly resume_at on the store's clock.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!kinds(&store, run).await.contains(&EventKind::WaitCompleted));
+    clock.advance(Duration::from_secs(3600));
+    let attempt: u32 = e.result(&run).await.unwrap();
+    assert_eq!(attempt, 2);
+    let log = store.read_log(run).await.unwrap();
+    let created = log.iter().find_map(|e| match &e.data {
+        EventData::WaitCreated { resume_at, .. } => Some(*resume_at),
+        _ => None,
+    });
+    let completed = log
+        .iter()
+        .find(|e| e.kind() == EventKind::WaitCompleted)
+        .map(|e| e.at);
+    assert!(completed.unwrap() >= created.unwrap());
+    e.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_replay_compares_how_a_run_ended() {
+    let store = MemoryStore::new();
+    let v1 = engine(store.clone(), |b| b.workflow("three", three_steps));
+    let done = v1.start("three", &1u64).await.unwrap();
+    let _: u64 = v1.result(&done).await.unwrap();
+    v1.shutdown().await;
+    // Same operations, different output.
+    let other_output = Engine::builder(store.clone())
+        .workflow("three", |ctx: Context, n: u64| async move {
+            let out = three_steps(ctx, n).await?;
+            Ok(out + 1)
+        })
+        .build();
+    let report = other_output.check_replay().await.unwrap();
+    assert_eq!(report.mismatches.len(), 1, "{report:?}");
+    assert!(
+        report.mismatches[0].message.contains("different output"),
+        "{report:?}"
+    );
+    // Same operations, now failing.
+    let now_fails = Engine::builder(store.clone())
+        .workflow("three", |ctx: Context, n: u64| async move {
+            three_steps(ctx, n).await?;
+            Err::<u64, _>(WorkflowError::fatal("no longer accepted"))
+        })
+        .build();
+    let report = now_fails.check_replay().await.unwrap();
+    assert!(
+        report.mismatches[0]
+            .message
+            .contains("now fails: no longer accepted"),
+        "{report:?}"
+    );
+    // Input that no longer decodes is named as such.
+    let new_input = Engine::builder(store.clone())
+        .workflow("three", |ctx: Context, n: String| async move {
+            three_steps(ctx, n.len() as u64).await
+        })
+        .build();
+    let report = new_input.check_replay().await.unwrap();
+    assert!(
+        report.mismatches[0].message.contains("workflow input"),
+        "{report:?}"
+    );
+}

@@ -11,6 +11,7 @@
 //! | `hyper` | `workflow_http::hyper` (hyper 1) | `resume_webhook` for `service_fn`, and a ready `WebhookService` |
 //! | `axum` | `workflow_http::axum` (axum 0.8) | `router` / `router_with`, and a `resume_webhook` handler for your own route |
 //! | `warp` | `workflow_http::warp` (warp 0.4) | `webhook` / `webhook_with` filters, `resume_webhook` for your own path, `recover` |
+//! | `dashboard` | `workflow_http::dashboard` (axum 0.8) | a read-only runs dashboard (HTML and a JSON API) to mount in your app; off unless mounted |
 //!
 //! Every adapter behaves the same, because each converts its framework's
 //! request and calls the framework-neutral [`resume_webhook`] of this crate,
@@ -43,6 +44,8 @@ mod common;
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 #[cfg(feature = "warp")]

@@ -1,0 +1,387 @@
+//! The dashboard in a real browser: `workflow serve` as a process on a
+//! temporary data directory, the `approve_order` example run through its
+//! webhook, then the dashboard opened in headless Chromium. The rendered DOM
+//! must show the run and its events; screenshots are saved under
+//! `target/test-artifacts/` (`dashboard.png`: the run's page,
+//! `dashboard-runs.png`: the runs list).
+//!
+//! Needs Debian's `chromium` (`.ci/install-browser` installs it). Without a
+//! browser the test prints `SKIPPED: no chromium` and passes. Set `CHROMIUM`
+//! to use another binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_workflow");
+const DASHBOARD: &str = "/workflow/dashboard";
+
+/// The browser binary, if one runs.
+fn find_chromium() -> Option<String> {
+    let mut candidates: Vec<String> = Vec::new();
+    if let Ok(c) = std::env::var("CHROMIUM") {
+        candidates.push(c);
+    }
+    candidates.extend(
+        [
+            "/usr/bin/chromium",
+            "chromium",
+            "chromium-browser",
+            "google-chrome",
+        ]
+        .map(String::from),
+    );
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    addr: String,
+    dashboard_line: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args([
+                "--data",
+                data.to_str().expect("utf-8 path"),
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn workflow serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut next = || {
+            lines
+                .next()
+                .expect("serve stopped printing")
+                .expect("read stdout")
+        };
+        let base = loop {
+            let line = next();
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        let dashboard_line = next();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = base.trim_start_matches("http://").to_string();
+        Server {
+            child,
+            base,
+            addr,
+            dashboard_line,
+        }
+    }
+
+    /// Sends SIGINT and waits for a clean exit.
+    fn interrupt(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "serve exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop after SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(data: &Path, server: &str, args: &[&str]) -> serde_json::Value {
+    let out: Output = Command::new(BIN)
+        .args([
+            "--data",
+            data.to_str().expect("utf-8 path"),
+            "--server",
+            server,
+        ])
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run workflow");
+    assert!(
+        out.status.success(),
+        "workflow {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// A minimal HTTP/1.1 request over a raw socket; returns status and body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_status(data: &Path, server: &str, run: &str) -> Option<String> {
+    cli(data, server, &["runs"])
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["id"] == run)
+        .and_then(|r| r["status"].as_str().map(str::to_string))
+}
+
+/// Runs headless Chromium with `args` then `url`, at most 90 s; its stdout.
+fn chromium(bin: &str, profile: &Path, args: &[&str], url: &str) -> String {
+    let out_path = profile.with_extension("stdout");
+    let out = std::fs::File::create(&out_path).expect("stdout file");
+    let mut child = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=5000",
+        ])
+        .args(args)
+        .arg(url)
+        .env("HOME", profile)
+        .env("XDG_CONFIG_HOME", profile)
+        .env("XDG_CACHE_HOME", profile)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chromium") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 90 s: {args:?} {url}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "chromium failed ({status}): {args:?} {url}"
+    );
+    std::fs::read_to_string(&out_path).expect("chromium's output")
+}
+
+/// `target/test-artifacts`, next to the binary's profile directory.
+fn artifacts_dir() -> PathBuf {
+    let target = Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    dir
+}
+
+fn screenshot(bin: &str, profile: &Path, url: &str, path: &Path) {
+    let _ = std::fs::remove_file(path);
+    chromium(
+        bin,
+        profile,
+        &[
+            &format!("--screenshot={}", path.display()),
+            "--window-size=1280,900",
+        ],
+        url,
+    );
+    let png = std::fs::read(path).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} is not a plausible screenshot ({} bytes)",
+        path.display(),
+        png.len()
+    );
+    println!("screenshot saved: {}", path.display());
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let Some(browser) = find_chromium() else {
+        println!("SKIPPED: no chromium");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let base = server.base.clone();
+    assert_eq!(
+        server.dashboard_line,
+        format!("workflow serve: dashboard at {base}{DASHBOARD}/"),
+        "serve prints the dashboard's URL"
+    );
+
+    // The run the test is about, and two more so that the list has some variety.
+    let started = cli(
+        &data,
+        &base,
+        &[
+            "start",
+            "approve_order",
+            r#"{"id": 7, "amount_cents": 500}"#,
+        ],
+    );
+    let run = started["run"].as_str().expect("run id").to_string();
+    cli(
+        &data,
+        &base,
+        &["start", "flaky_job", r#"{"fail_times": 1, "sleep_ms": 10}"#],
+    );
+    cli(&data, &base, &["start", "chat", r#"{"room": "ops"}"#]);
+
+    // Answer the order's webhook as a reviewer would, once it is live.
+    wait_until("the order's webhook", || {
+        cli(&data, &base, &["hooks"])
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .any(|h| h["token"] == "order:7")
+    });
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/.well-known/workflow/v1/webhook/order%3A7",
+        r#"{"approved": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until("the order to complete", || {
+        run_status(&data, &base, &run).as_deref() == Some("completed")
+    });
+
+    // The JSON API agrees before the browser looks.
+    let (status, body) = http(
+        &server.addr,
+        "GET",
+        &format!("{DASHBOARD}/api/runs/{run}"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(detail["run"]["status"], "completed");
+
+    let profile = dir.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let run_url = format!("{base}{DASHBOARD}/runs/{run}");
+    let list_url = format!("{base}{DASHBOARD}/");
+
+    // The run's page, as the browser rendered it.
+    let dom = chromium(&browser, &profile, &["--dump-dom"], &run_url);
+    assert!(dom.contains("id=\"timeline\""), "not the run page: {dom}");
+    assert!(dom.contains(&run), "run id missing: {dom}");
+    assert!(dom.contains("approve_order"));
+    assert!(dom.contains("status-completed"));
+    for kind in [
+        "run_created",
+        "run_started",
+        "hook_created",
+        "step_created",
+        "step_completed",
+        "hook_received",
+        "hook_responded",
+        "hook_disposed",
+        "wait_created",
+        "wait_completed",
+        "run_completed",
+    ] {
+        assert!(
+            dom.contains(&format!(">{kind}</span>")),
+            "event {kind} missing from the rendered timeline"
+        );
+    }
+    assert!(dom.contains("notify-reviewer") && dom.contains("charge"));
+    assert!(
+        dom.contains("approved"),
+        "the webhook's payload is shown decoded"
+    );
+
+    // The runs list shows it too, newest first.
+    let dom = chromium(&browser, &profile, &["--dump-dom"], &list_url);
+    assert!(dom.contains(&run), "run missing from the list: {dom}");
+    for text in ["approve_order", "flaky_job", "chat", "status-completed"] {
+        assert!(dom.contains(text), "{text} missing from the list");
+    }
+    let table = &dom[dom.find("<table class=\"runs\"").expect("the runs table")..];
+    let chat_at = table.find(">chat<").expect("chat row");
+    let order_at = table.find(">approve_order<").expect("order row");
+    assert!(chat_at < order_at, "newest first");
+
+    let artifacts = artifacts_dir();
+    screenshot(
+        &browser,
+        &profile,
+        &run_url,
+        &artifacts.join("dashboard.png"),
+    );
+    screenshot(
+        &browser,
+        &profile,
+        &list_url,
+        &artifacts.join("dashboard-runs.png"),
+    );
+    server.interrupt();
+}

@@ -1,0 +1,722 @@
+//! What the dashboard shows, read from the store: pages of runs (newest first
+//! over the store's id-ordered listing) and a run's detail (timeline, steps,
+//! live hooks, pending timers), with tokens masked as configured. The JSON API
+//! and the HTML pages both render these views.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::{json, Value as Json};
+use workflow_core::{webhook_path, Engine};
+use workflow_store::{
+    Event, EventData, EventKind, HookRecord, RunId, RunQuery, RunRecord, RunStatus, Store,
+    StoreError, Timestamp, WebhookResponse,
+};
+
+use super::convert::{payload_json, relative, time_text, Scrubber};
+
+/// Runs per call when the dashboard scans the store's listing.
+const SCAN_PAGE: usize = 256;
+/// The first time window searched for the newest runs; it grows fourfold.
+const FIRST_WINDOW_MS: u64 = 60_000;
+/// Default page size of the runs list.
+pub(crate) const DEFAULT_LIMIT: usize = 50;
+/// Largest page size of the runs list.
+pub(crate) const MAX_LIMIT: usize = 500;
+
+/// Which runs a list page shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ListQuery {
+    pub status: Option<RunStatus>,
+    pub workflow: Option<String>,
+    /// Runs newer than this id (the page just newer than a cursor).
+    pub after: Option<RunId>,
+    /// Runs older than this id (the page just older than a cursor).
+    pub before: Option<RunId>,
+    pub limit: usize,
+}
+
+impl ListQuery {
+    fn matches(&self, r: &RunRecord) -> bool {
+        self.status.is_none_or(|s| r.status == s)
+            && self.workflow.as_deref().is_none_or(|w| r.workflow == w)
+    }
+}
+
+/// One run as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSummary {
+    pub record: RunRecord,
+    /// The newest event: its seq, kind and time.
+    pub last: Option<(u64, EventKind, Timestamp)>,
+    /// The run's error message, tokens masked.
+    pub error: Option<String>,
+}
+
+/// A page of runs, newest first, with the cursors of its neighbours.
+#[derive(Debug, Clone)]
+pub(crate) struct RunsPage {
+    pub runs: Vec<RunSummary>,
+    /// `after` cursor of the next newer page, if there are newer runs.
+    pub newer: Option<RunId>,
+    /// `before` cursor of the next older page, if there are older runs.
+    pub older: Option<RunId>,
+    pub query: ListQuery,
+}
+
+/// The ULID time (milliseconds) of a run id.
+fn id_millis(id: RunId) -> u64 {
+    u64::try_from(id.as_u128() >> 80).unwrap_or(u64::MAX)
+}
+
+/// Up to `n` runs matching `q` with ids below `before` (all, without it),
+/// newest first.
+///
+/// The store lists oldest first from a lower bound, so this searches back in
+/// time: run ids are ULIDs, ordered by their creation time, so it lists the
+/// runs of the last minute before `before`, then of the last 4 minutes, 16, …
+/// until it has `n` or has listed from the very first id. Each try costs the
+/// runs in its window, so a page costs about the runs created since the
+/// page's oldest one (times 4/3), not the whole history. Ids that are not
+/// time-based are found too, by the last try at the latest.
+async fn newest_before(
+    store: &dyn Store,
+    q: &ListQuery,
+    before: Option<RunId>,
+    n: usize,
+    now: Timestamp,
+) -> Result<Vec<RunRecord>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let top = before.map_or(now.as_millis(), id_millis);
+    let mut span = FIRST_WINDOW_MS;
+    loop {
+        let from = top.saturating_sub(span);
+        // Ids greater than this are the ids of `from` ms or later.
+        let lower = (from > 0).then(|| RunId::from_u128((u128::from(from) << 80) - 1));
+        let found = scan(store, q, lower, before, n).await?;
+        if found.len() >= n || lower.is_none() {
+            return Ok(found.into_iter().rev().collect());
+        }
+        span = span.saturating_mul(4);
+    }
+}
+
+/// The last `n` runs matching `q` with ids above `lower` and below `upper`,
+/// oldest first.
+async fn scan(
+    store: &dyn Store,
+    q: &ListQuery,
+    lower: Option<RunId>,
+    upper: Option<RunId>,
+    n: usize,
+) -> Result<VecDeque<RunRecord>, StoreError> {
+    let mut kept = VecDeque::with_capacity(n.min(SCAN_PAGE) + 1);
+    let mut after = lower;
+    loop {
+        let page = store
+            .list_runs(RunQuery {
+                status: q.status,
+                after,
+                limit: SCAN_PAGE,
+            })
+            .await?;
+        if page.is_empty() {
+            return Ok(kept);
+        }
+        for r in page {
+            if upper.is_some_and(|u| r.id >= u) {
+                return Ok(kept);
+            }
+            after = Some(r.id);
+            if q.matches(&r) {
+                kept.push_back(r);
+                if kept.len() > n {
+                    kept.pop_front();
+                }
+            }
+        }
+    }
+}
+
+/// Up to `n` runs matching `q` with ids above `after`, oldest first.
+async fn oldest_after(
+    store: &dyn Store,
+    q: &ListQuery,
+    after: Option<RunId>,
+    n: usize,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut after = after;
+    while out.len() < n {
+        let page = store
+            .list_runs(RunQuery {
+                status: q.status,
+                after,
+                limit: SCAN_PAGE,
+            })
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for r in page {
+            after = Some(r.id);
+            if q.matches(&r) {
+                out.push(r);
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The page of runs `q` asks for, newest first.
+pub(crate) async fn runs_page(
+    engine: &Engine,
+    q: ListQuery,
+    show_tokens: bool,
+) -> Result<RunsPage, StoreError> {
+    let store = engine.store().as_ref();
+    let now = store.now();
+    let limit = q.limit;
+    let (records, newer, older) = if let Some(after) = q.after {
+        let mut v = oldest_after(store, &q, Some(after), limit + 1).await?;
+        let newer = if v.len() > limit {
+            v.truncate(limit);
+            v.last().map(|r| r.id)
+        } else {
+            None
+        };
+        v.reverse();
+        let older = match v.last() {
+            Some(oldest) => {
+                let more = newest_before(store, &q, Some(oldest.id), 1, now).await?;
+                (!more.is_empty()).then_some(oldest.id)
+            }
+            None => None,
+        };
+        (v, newer, older)
+    } else {
+        let mut v = newest_before(store, &q, q.before, limit + 1, now).await?;
+        let older = if v.len() > limit {
+            v.truncate(limit);
+            v.last().map(|r| r.id)
+        } else {
+            None
+        };
+        let newer = match (q.before, v.first()) {
+            (Some(_), Some(newest)) => {
+                let more = oldest_after(store, &q, Some(newest.id), 1).await?;
+                (!more.is_empty()).then_some(newest.id)
+            }
+            _ => None,
+        };
+        (v, newer, older)
+    };
+    let mut runs = Vec::with_capacity(records.len());
+    for record in records {
+        runs.push(summary(store, record, show_tokens).await?);
+    }
+    Ok(RunsPage {
+        runs,
+        newer,
+        older,
+        query: q,
+    })
+}
+
+/// A run as listed: its record, its newest event and its error, tokens masked.
+pub(crate) async fn summary(
+    store: &dyn Store,
+    record: RunRecord,
+    show_tokens: bool,
+) -> Result<RunSummary, StoreError> {
+    let last = match record.next_seq.checked_sub(1) {
+        Some(seq) => store
+            .read_events(record.id, seq, 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|e| (e.seq, e.kind(), e.at)),
+        None => None,
+    };
+    let error = match &record.error {
+        Some(e) if !show_tokens => {
+            let hooks = store.list_hooks(record.id).await?;
+            let scrub = Scrubber::new(hooks.iter().map(|h| h.token.as_str()), false);
+            Some(scrub.text(&e.message))
+        }
+        Some(e) => Some(e.message.clone()),
+        None => None,
+    };
+    Ok(RunSummary {
+        record,
+        last,
+        error,
+    })
+}
+
+/// One event of a run's timeline, ready to show.
+#[derive(Debug, Clone)]
+pub(crate) struct EventView {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub kind: EventKind,
+    pub correlation: Option<String>,
+    /// The step's name, for step events.
+    pub step: Option<String>,
+    /// The attempt, for `step_started`.
+    pub attempt: Option<u32>,
+    /// The error, for failures and retries (tokens masked).
+    pub error: Option<String>,
+    /// The event's data with payloads decoded (tokens masked).
+    pub data: Json,
+}
+
+/// A step of a run and how it went.
+#[derive(Debug, Clone)]
+pub(crate) struct StepView {
+    pub correlation: String,
+    pub name: String,
+    pub attempts: u32,
+    /// `created`, `running`, `retrying`, `completed` or `failed`.
+    pub state: &'static str,
+    pub error: Option<String>,
+    pub retry_at: Option<Timestamp>,
+}
+
+/// A live hook.
+#[derive(Debug, Clone)]
+pub(crate) struct HookView {
+    pub correlation: String,
+    /// The token, masked unless tokens are shown.
+    pub token: String,
+    /// The webhook's response mode, for webhooks.
+    pub webhook: Option<String>,
+    /// The webhook's path, for webhooks when tokens are shown.
+    pub path: Option<String>,
+    pub created_at: Timestamp,
+    pub metadata: Json,
+}
+
+/// A timer the run waits for: a durable sleep or a step's next attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct TimerView {
+    pub correlation: String,
+    /// `sleep` or `retry`.
+    pub kind: &'static str,
+    /// For retries: the step's name and the attempt that comes next.
+    pub step: Option<String>,
+    pub attempt: Option<u32>,
+    pub due: Timestamp,
+}
+
+/// Everything the run page shows.
+#[derive(Debug, Clone)]
+pub(crate) struct RunDetail {
+    pub summary: RunSummary,
+    pub events: Vec<EventView>,
+    pub steps: Vec<StepView>,
+    pub hooks: Vec<HookView>,
+    pub timers: Vec<TimerView>,
+    /// The store's time when this was read.
+    pub now: Timestamp,
+    /// Whether tokens are masked.
+    pub masked: bool,
+}
+
+/// A run's detail, or `None` if there is no such run.
+pub(crate) async fn run_detail(
+    engine: &Engine,
+    id: RunId,
+    show_tokens: bool,
+) -> Result<Option<RunDetail>, StoreError> {
+    let store = engine.store().as_ref();
+    let Some(record) = store.get_run(id).await? else {
+        return Ok(None);
+    };
+    let log = store.read_log(id).await?;
+    let hooks = store.list_hooks(id).await?;
+    let now = store.now();
+    let mut tokens: Vec<&str> = hooks.iter().map(|h| h.token.as_str()).collect();
+    for e in &log {
+        if let EventData::HookCreated { token, .. } | EventData::HookConflict { token, .. } =
+            &e.data
+        {
+            tokens.push(token.as_str());
+        }
+    }
+    let scrub = Scrubber::new(tokens, show_tokens);
+    let (events, steps, timers) = timeline(&log, &scrub, record.status);
+    let last = log.last().map(|e| (e.seq, e.kind(), e.at));
+    let error = record.error.as_ref().map(|e| scrub.text(&e.message));
+    let hooks = hooks
+        .iter()
+        .filter(|h| h.live)
+        .map(|h| hook_view(h, &scrub))
+        .collect();
+    Ok(Some(RunDetail {
+        summary: RunSummary {
+            record,
+            last,
+            error,
+        },
+        events,
+        steps,
+        hooks,
+        timers,
+        now,
+        masked: scrub.hides(),
+    }))
+}
+
+fn hook_view(h: &HookRecord, scrub: &Scrubber) -> HookView {
+    HookView {
+        correlation: h.hook.to_string(),
+        token: scrub.token(h.token.as_str()),
+        webhook: h.webhook.as_ref().map(webhook_mode),
+        path: h
+            .webhook
+            .as_ref()
+            .filter(|_| !scrub.hides())
+            .map(|_| webhook_path(h.token.as_str())),
+        created_at: h.created_at,
+        metadata: h
+            .metadata
+            .as_ref()
+            .map(|m| scrub.value(payload_json(m)))
+            .unwrap_or(Json::Null),
+    }
+}
+
+fn webhook_mode(w: &WebhookResponse) -> String {
+    match w {
+        WebhookResponse::Accepted => "answers 202 Accepted".to_string(),
+        WebhookResponse::Static(r) => format!("answers a static {}", r.status),
+        WebhookResponse::Manual { timeout_ms } => {
+            format!("answered by the workflow (timeout {timeout_ms} ms)")
+        }
+        _ => "webhook".to_string(),
+    }
+}
+
+/// The timeline, the steps, and the pending timers derived from the log:
+/// a `wait_created` without its `wait_completed`, and a `step_retrying` with
+/// no later event of its step (a run that has ended has none).
+fn timeline(
+    log: &[Event],
+    scrub: &Scrubber,
+    status: RunStatus,
+) -> (Vec<EventView>, Vec<StepView>, Vec<TimerView>) {
+    let mut steps: Vec<StepView> = Vec::new();
+    let mut step_index: HashMap<String, usize> = HashMap::new();
+    let mut webhooks: Vec<String> = Vec::new();
+    let mut waits: Vec<(String, Timestamp)> = Vec::new();
+    let mut events = Vec::with_capacity(log.len());
+    for e in log {
+        let correlation = e.data.correlation_id().map(|c| c.to_string());
+        let mut attempt = None;
+        let mut error = None;
+        let data = match &e.data {
+            EventData::RunCreated { workflow, input } => {
+                json!({ "workflow": workflow, "input": scrub.value(payload_json(input)) })
+            }
+            EventData::RunCompleted { output } => {
+                json!({ "output": scrub.value(payload_json(output)) })
+            }
+            EventData::RunFailed { error: err } | EventData::RunBlocked { error: err } => {
+                let message = scrub.text(&err.message);
+                error = Some(message.clone());
+                match &err.details {
+                    Some(d) => json!({ "error": message, "details": scrub.value(payload_json(d)) }),
+                    None => json!({ "error": message }),
+                }
+            }
+            EventData::StepCreated {
+                step,
+                name,
+                input_digest,
+            } => {
+                step_index.insert(step.to_string(), steps.len());
+                steps.push(StepView {
+                    correlation: step.to_string(),
+                    name: name.clone(),
+                    attempts: 0,
+                    state: "created",
+                    error: None,
+                    retry_at: None,
+                });
+                match input_digest {
+                    Some(d) => json!({ "name": name, "input_digest": hex(d) }),
+                    None => json!({ "name": name }),
+                }
+            }
+            EventData::StepStarted { step, attempt: a } => {
+                attempt = Some(*a);
+                if let Some(s) = step_index
+                    .get(step.as_str())
+                    .and_then(|&i| steps.get_mut(i))
+                {
+                    s.attempts = s.attempts.max(*a);
+                    s.state = "running";
+                    s.retry_at = None;
+                }
+                json!({ "attempt": a })
+            }
+            EventData::StepCompleted { step, result } => {
+                if let Some(s) = step_index
+                    .get(step.as_str())
+                    .and_then(|&i| steps.get_mut(i))
+                {
+                    s.state = "completed";
+                    s.retry_at = None;
+                }
+                json!({ "result": scrub.value(payload_json(result)) })
+            }
+            EventData::StepRetrying {
+                step,
+                error: err,
+                retry_at,
+            } => {
+                let message = scrub.text(&err.message);
+                error = Some(message.clone());
+                if let Some(s) = step_index
+                    .get(step.as_str())
+                    .and_then(|&i| steps.get_mut(i))
+                {
+                    s.state = "retrying";
+                    s.error = Some(message.clone());
+                    s.retry_at = Some(*retry_at);
+                }
+                json!({
+                    "error": message,
+                    "retry_at": time_text(*retry_at),
+                    "retry_at_ms": retry_at.as_millis(),
+                })
+            }
+            EventData::StepFailed { step, error: err } => {
+                let message = scrub.text(&err.message);
+                error = Some(message.clone());
+                if let Some(s) = step_index
+                    .get(step.as_str())
+                    .and_then(|&i| steps.get_mut(i))
+                {
+                    s.state = "failed";
+                    s.error = Some(message.clone());
+                    s.retry_at = None;
+                }
+                json!({ "error": message })
+            }
+            EventData::HookCreated {
+                hook,
+                token,
+                metadata,
+                webhook,
+            } => {
+                if webhook.is_some() {
+                    webhooks.push(hook.to_string());
+                }
+                json!({
+                    "token": scrub.token(token.as_str()),
+                    "webhook": webhook.as_ref().map(webhook_mode),
+                    "metadata": metadata.as_ref().map(|m| scrub.value(payload_json(m))),
+                })
+            }
+            EventData::HookReceived { hook, payload } => {
+                let mut decoded = scrub.value(payload_json(payload));
+                if webhooks.iter().any(|w| w == hook.as_str()) {
+                    decoded = scrub.headers(decoded);
+                }
+                json!({ "payload": decoded })
+            }
+            EventData::HookResponded {
+                request_id,
+                response,
+                ..
+            } => {
+                let headers: Vec<Json> = response
+                    .headers
+                    .iter()
+                    .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
+                    .collect();
+                let response = scrub.headers(json!({
+                    "status": response.status,
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&response.body),
+                }));
+                scrub.value(json!({ "request_id": request_id, "response": response }))
+            }
+            EventData::HookConflict { token, holder, .. } => {
+                json!({ "token": scrub.token(token.as_str()), "holder": holder.to_string() })
+            }
+            EventData::WaitCreated { wait, resume_at } => {
+                waits.push((wait.to_string(), *resume_at));
+                json!({
+                    "resume_at": time_text(*resume_at),
+                    "resume_at_ms": resume_at.as_millis(),
+                })
+            }
+            EventData::WaitCompleted { wait } => {
+                waits.retain(|(w, _)| w != wait.as_str());
+                json!({})
+            }
+            _ => json!({}),
+        };
+        let step = correlation
+            .as_deref()
+            .and_then(|c| step_index.get(c))
+            .and_then(|&i| steps.get(i))
+            .map(|s| s.name.clone());
+        events.push(EventView {
+            seq: e.seq,
+            at: e.at,
+            kind: e.kind(),
+            correlation,
+            step,
+            attempt,
+            error,
+            data,
+        });
+    }
+    let mut timers = Vec::new();
+    if !status.is_terminal() {
+        timers.extend(waits.into_iter().map(|(correlation, due)| TimerView {
+            correlation,
+            kind: "sleep",
+            step: None,
+            attempt: None,
+            due,
+        }));
+        timers.extend(
+            steps
+                .iter()
+                .filter(|s| s.state == "retrying")
+                .filter_map(|s| {
+                    s.retry_at.map(|due| TimerView {
+                        correlation: s.correlation.clone(),
+                        kind: "retry",
+                        step: Some(s.name.clone()),
+                        attempt: Some(s.attempts.saturating_add(1)),
+                        due,
+                    })
+                }),
+        );
+        timers.sort_by_key(|t| t.due);
+    }
+    (events, steps, timers)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- JSON forms -------------------------------------------------------------
+
+/// A string that changes whenever what a runs page shows changes.
+pub(crate) fn page_fingerprint(page: &RunsPage) -> String {
+    page.runs
+        .iter()
+        .map(summary_fingerprint)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A string that changes whenever a run changes.
+pub(crate) fn summary_fingerprint(s: &RunSummary) -> String {
+    format!(
+        "{}:{}:{}",
+        s.record.id,
+        s.record.status.as_str(),
+        s.record.next_seq
+    )
+}
+
+/// A run as listed, as JSON.
+pub(crate) fn summary_json(s: &RunSummary) -> Json {
+    let r = &s.record;
+    json!({
+        "id": r.id.to_string(),
+        "workflow": r.workflow,
+        "status": r.status.as_str(),
+        "active": !r.status.is_terminal(),
+        "created": time_text(r.created_at),
+        "created_at": r.created_at.as_millis(),
+        "updated": time_text(r.updated_at),
+        "updated_at": r.updated_at.as_millis(),
+        "events": r.next_seq,
+        "last_event": s.last.map(|(seq, kind, at)| json!({
+            "seq": seq,
+            "kind": kind.as_str(),
+            "time": time_text(at),
+            "at": at.as_millis(),
+        })),
+        "error": s.error,
+    })
+}
+
+/// A runs page as JSON.
+pub(crate) fn page_json(page: &RunsPage) -> Json {
+    json!({
+        "runs": page.runs.iter().map(summary_json).collect::<Vec<_>>(),
+        "newer": page.newer.map(|id| id.to_string()),
+        "older": page.older.map(|id| id.to_string()),
+        "limit": page.query.limit,
+        "fingerprint": page_fingerprint(page),
+    })
+}
+
+/// A run's detail as JSON; only the events with `seq >= from_seq`.
+pub(crate) fn detail_json(d: &RunDetail, from_seq: u64) -> Json {
+    let status = d.summary.record.status;
+    let error = d.summary.error.as_ref().map(|message| {
+        json!({
+            "kind": if status == RunStatus::Blocked { "nondeterminism" } else { "failure" },
+            "message": message,
+        })
+    });
+    json!({
+        "run": summary_json(&d.summary),
+        "error": error,
+        "now": time_text(d.now),
+        "tokens_masked": d.masked,
+        "events": d.events.iter().filter(|e| e.seq >= from_seq).map(|e| json!({
+            "seq": e.seq,
+            "time": time_text(e.at),
+            "at": e.at.as_millis(),
+            "kind": e.kind.as_str(),
+            "correlation": e.correlation,
+            "step": e.step,
+            "attempt": e.attempt,
+            "error": e.error,
+            "data": e.data,
+        })).collect::<Vec<_>>(),
+        "steps": d.steps.iter().map(|s| json!({
+            "correlation": s.correlation,
+            "name": s.name,
+            "attempts": s.attempts,
+            "state": s.state,
+            "error": s.error,
+            "retry_at": s.retry_at.map(time_text),
+        })).collect::<Vec<_>>(),
+        "hooks": d.hooks.iter().map(|h| json!({
+            "correlation": h.correlation,
+            "token": h.token,
+            "webhook": h.webhook,
+            "webhook_path": h.path,
+            "created": time_text(h.created_at),
+            "metadata": h.metadata,
+        })).collect::<Vec<_>>(),
+        "timers": d.timers.iter().map(|t| json!({
+            "correlation": t.correlation,
+            "kind": t.kind,
+            "step": t.step,
+            "attempt": t.attempt,
+            "due": time_text(t.due),
+            "due_at": t.due.as_millis(),
+            "due_in": relative(t.due, d.now),
+        })).collect::<Vec<_>>(),
+        "fingerprint": summary_fingerprint(&d.summary),
+    })
+}
