@@ -263,12 +263,20 @@ impl Engine {
     }
 
     /// Waits for a run to end and returns its output decoded as `O`.
+    /// A blocked run is [`EngineError::RunBlocked`] at once: waiting for it
+    /// would hang until new code is deployed.
     pub async fn result<O: DeserializeOwned>(&self, run: &RunId) -> Result<O, EngineError> {
         let mut feed = self.inner.store.subscribe();
         loop {
             let rec = self.run(run).await?;
             if rec.status.is_terminal() {
                 return self.terminal_result(&rec).await;
+            }
+            if rec.status == RunStatus::Blocked {
+                return Err(EngineError::RunBlocked {
+                    run: *run,
+                    message: rec.error.map(|e| e.message).unwrap_or_default(),
+                });
             }
             match feed.as_mut() {
                 Some(rx) => {

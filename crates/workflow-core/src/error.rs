@@ -191,6 +191,15 @@ pub enum EngineError {
         /// The recorded error.
         message: String,
     },
+    /// The run is blocked: its history does not match the code (or its
+    /// workflow is not registered). Deploy matching code and wake the run.
+    #[error("run {run} is blocked: {message}")]
+    RunBlocked {
+        /// The run.
+        run: RunId,
+        /// The recorded reason.
+        message: String,
+    },
     /// The run was cancelled.
     #[error("run {run} was cancelled")]
     RunCancelled {

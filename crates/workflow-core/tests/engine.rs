@@ -371,6 +371,10 @@ async fn nondeterminism_blocks_the_run_naming_the_position() {
     }
     let error = blocked.expect("run was not blocked").message;
     assert!(error.contains("at operation 0"), "{error}");
+    match v2.result::<()>(&run).await {
+        Err(EngineError::RunBlocked { message, .. }) => assert_eq!(message, error),
+        other => panic!("result() of a blocked run: {other:?}"),
+    }
     assert!(
         error.contains("step \"reserve\"") && error.contains("step \"charge\""),
         "{error}"
