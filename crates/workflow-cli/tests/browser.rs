@@ -9,13 +9,15 @@
 //! browser the test prints `SKIPPED: no chromium` and passes. Set `CHROMIUM`
 //! to use another binary.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_workflow");
+mod support;
+
+use support::{Server, BIN};
 const DASHBOARD: &str = "/workflow/dashboard";
 
 /// The browser binary, if one runs.
@@ -41,80 +43,6 @@ fn find_chromium() -> Option<String> {
             .status()
             .is_ok_and(|s| s.success())
     })
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    addr: String,
-    dashboard_line: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "--data",
-                data.to_str().expect("utf-8 path"),
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn workflow serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut next = || {
-            lines
-                .next()
-                .expect("serve stopped printing")
-                .expect("read stdout")
-        };
-        let base = loop {
-            let line = next();
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                break rest.split_whitespace().next().expect("address").to_string();
-            }
-        };
-        let dashboard_line = next();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let addr = base.trim_start_matches("http://").to_string();
-        Server {
-            child,
-            base,
-            addr,
-            dashboard_line,
-        }
-    }
-
-    /// Sends SIGINT and waits for a clean exit.
-    fn interrupt(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill -INT");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop after SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn cli(data: &Path, server: &str, args: &[&str]) -> serde_json::Value {
@@ -268,7 +196,7 @@ fn dashboard_in_headless_chromium() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = Server::start(&data);
+    let server = Server::start(&data, "127.0.0.1:0");
     let base = server.base.clone();
     assert_eq!(
         server.dashboard_line,

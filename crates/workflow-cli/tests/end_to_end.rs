@@ -5,71 +5,15 @@
 //! data; `check-replay` on the stored runs (clean with this binary's code, a
 //! mismatch with changed code); and the errors a user can hit.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_workflow");
+mod support;
 
-struct Server {
-    child: Child,
-    base: String,
-    addr: String,
-}
-
-impl Server {
-    fn start(data: &Path, addr: &str) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["--data", data.to_str().unwrap(), "serve", "--addr", addr])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn workflow serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("serve printed nothing")
-                .expect("read stdout");
-            if let Some(rest) = line.split_once("listening on ").map(|(_, r)| r) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let addr = base.trim_start_matches("http://").to_string();
-        Server { child, base, addr }
-    }
-
-    /// Sends SIGINT and waits for a clean exit.
-    fn interrupt(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill -INT");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop after SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Server, BIN};
 
 fn cli(data: &Path, server: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
