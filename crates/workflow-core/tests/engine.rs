@@ -554,6 +554,14 @@ async fn a_run_of_an_unknown_workflow_is_blocked_not_lost() {
     // An engine that knows the workflow finishes it once woken.
     let fixed = engine(store.clone(), |b| b.workflow("three", three_steps));
     store.wake(run).await.unwrap();
+    // result() answers RunBlocked while the run is still blocked: wait until
+    // the new engine has picked it up.
+    for _ in 0..200 {
+        if e_status(&store, run).await != RunStatus::Blocked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let out: u64 = fixed.result(&run).await.unwrap();
     assert_eq!(out, 16);
     fixed.shutdown().await;
