@@ -809,3 +809,46 @@ async fn check_replay_compares_how_a_run_ended() {
         "{report:?}"
     );
 }
+
+/// `select_biased!` over two operations resolves in log order, so replay (here
+/// after the hot cache is dropped) picks the same winner as the live run did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_biased_over_operations_replays_the_same_winner() {
+    use futures::FutureExt;
+    let store = MemoryStore::new();
+    let e = engine(store.clone(), |b| {
+        b.workflow("race", |ctx: Context, _: ()| async move {
+            // "slow" is listed first, so a biased select would prefer it if both
+            // were ready; only the log order decides who wins.
+            let slow = ctx
+                .step("slow", |_| async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, StepError>("slow".to_string())
+                })
+                .fuse();
+            let fast = ctx.step("fast", |_| async { Ok::<_, StepError>("fast".to_string()) }).fuse();
+            futures::pin_mut!(slow, fast);
+            let winner = futures::select_biased! {
+                s = slow => s?,
+                f = fast => f?,
+            };
+            ctx.sleep(Duration::from_millis(100)).await?;
+            Ok(winner)
+        })
+    });
+    let run = e.start("race", &()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    e.clear_cache();
+    let winner: String = e.result(&run).await.unwrap();
+    assert_eq!(winner, "fast");
+    let log = store.read_log(run).await.unwrap();
+    let completed: Vec<String> = log
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::StepCompleted { step, .. } => Some(step.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed.first().map(String::as_str), Some("step:1"), "fast (step:1) completes first");
+    e.shutdown().await;
+}
