@@ -826,7 +826,9 @@ async fn select_biased_over_operations_replays_the_same_winner() {
                     Ok::<_, StepError>("slow".to_string())
                 })
                 .fuse();
-            let fast = ctx.step("fast", |_| async { Ok::<_, StepError>("fast".to_string()) }).fuse();
+            let fast = ctx
+                .step("fast", |_| async { Ok::<_, StepError>("fast".to_string()) })
+                .fuse();
             futures::pin_mut!(slow, fast);
             let winner = futures::select_biased! {
                 s = slow => s?,
@@ -849,6 +851,10 @@ async fn select_biased_over_operations_replays_the_same_winner() {
             _ => None,
         })
         .collect();
-    assert_eq!(completed.first().map(String::as_str), Some("step:1"), "fast (step:1) completes first");
+    assert_eq!(
+        completed.first().map(String::as_str),
+        Some("step:1"),
+        "fast (step:1) completes first"
+    );
     e.shutdown().await;
 }
