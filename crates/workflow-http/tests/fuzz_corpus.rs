@@ -49,53 +49,9 @@ fn webhook_request_corpus_replays() {
 #[test]
 fn mutated_webhook_request_corpus_keeps_its_promises() {
     let seeds = corpus();
-    let rounds: usize = std::env::var("WORKFLOW_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(12);
-    let mut rng = 0x00C0_FFEE_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut runs = 0;
-    for round in 0..rounds {
-        for (i, (name, seed)) in seeds.iter().enumerate() {
-            let mut bytes = seed.clone();
-            for _ in 0..1 + next() % 4 {
-                let len = bytes.len().max(1);
-                let at = (next() as usize) % len;
-                match next() % 6 {
-                    0 if !bytes.is_empty() => bytes[at] ^= 1 << (next() % 8),
-                    1 if !bytes.is_empty() => bytes[at] = next() as u8,
-                    2 => bytes.insert(at.min(bytes.len()), next() as u8),
-                    3 if !bytes.is_empty() => {
-                        bytes.remove(at);
-                    }
-                    4 => bytes.truncate(at),
-                    _ => {
-                        let other = &seeds[(i + 1 + next() as usize) % seeds.len()].1;
-                        if !other.is_empty() {
-                            let from = (next() as usize) % other.len();
-                            bytes.truncate(at);
-                            bytes.extend_from_slice(&other[from..]);
-                        }
-                    }
-                }
-            }
-            if std::panic::catch_unwind(|| webhook_request::run(&bytes)).is_err() {
-                let path = std::env::temp_dir().join(format!("webhook_request-crash-{round}-{i}"));
-                let _ = std::fs::write(&path, &bytes);
-                panic!(
-                    "a mutation of seed {name} fails the target; input saved to {}",
-                    path.display()
-                );
-            }
-            runs += 1;
-        }
-    }
+    let runs = seed_corpus::mutate_and_run("webhook_request", &seeds, 0x00C0_FFEE, 12, |bytes| {
+        webhook_request::run(bytes)
+    });
     assert!(runs > 300, "only {runs} mutations ran");
 }
 
