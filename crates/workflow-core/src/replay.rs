@@ -352,12 +352,17 @@ impl RunState {
 
     /// Delivers the next undelivered event. Returns `false` at the live edge.
     pub fn deliver_next(&mut self) -> bool {
-        let Some(event) = self.log.get(self.delivered).cloned() else {
+        if self.delivered >= self.log.len() {
             return false;
-        };
+        }
+        // Delivery updates the operations, never the log: move the log aside
+        // instead of cloning each event on the replay path.
+        let log = std::mem::take(&mut self.log);
+        let event = &log[self.delivered];
         self.delivered += 1;
         self.now = self.now.max(event.at);
-        self.deliver(&event);
+        self.deliver(event);
+        self.log = log;
         true
     }
 
