@@ -207,18 +207,12 @@ async fn block(
     Ok(())
 }
 
-/// One activation: drives the run until it suspends, ends or is blocked.
-pub(crate) async fn drive(inner: &EngineInner, lease: &mut Lease) -> Result<Outcome, DriveError> {
-    let run = lease.run_id;
-    let mut inst = match inner.cache.take(run) {
-        Some(inst) => inst,
-        None => match load(inner, lease).await? {
-            Some(inst) => inst,
-            None => return Ok(Outcome::Done),
-        },
+/// Reads the events appended since a cached instance last ran.
+async fn catch_up(inner: &EngineInner, inst: &mut RunInstance) -> Result<(), DriveError> {
+    let (run, known) = {
+        let st = lock(&inst.state);
+        (st.run_id, st.log.len() as u64)
     };
-    // Catch up with events appended since the instance last ran.
-    let known = lock(&inst.state).log.len() as u64;
     let mut fresh = Vec::new();
     loop {
         let page = inner
@@ -235,6 +229,23 @@ pub(crate) async fn drive(inner: &EngineInner, lease: &mut Lease) -> Result<Outc
         inst.status = next_status(inst.status, e.kind());
     }
     lock(&inst.state).extend_log(fresh);
+    Ok(())
+}
+
+/// One activation: drives the run until it suspends, ends or is blocked.
+pub(crate) async fn drive(inner: &EngineInner, lease: &mut Lease) -> Result<Outcome, DriveError> {
+    let run = lease.run_id;
+    let inst = match inner.cache.take(run) {
+        Some(mut inst) => {
+            catch_up(inner, &mut inst).await?;
+            inst
+        }
+        // A fresh instance was just loaded with the whole log.
+        None => match load(inner, lease).await? {
+            Some(inst) => inst,
+            None => return Ok(Outcome::Done),
+        },
+    };
     if inst.status.is_terminal() {
         return Ok(Outcome::Done);
     }
