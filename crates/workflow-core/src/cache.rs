@@ -79,6 +79,15 @@ impl RunCache {
         drop(all);
     }
 
+    /// Undelivered events held by cached runs, and their payload bytes.
+    pub fn pending_footprint(&self) -> (usize, usize) {
+        self.lock()
+            .by_run
+            .values()
+            .map(|(_, inst)| inst.pending_footprint())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
+
     /// How many runs are cached.
     pub fn len(&self) -> usize {
         self.lock().by_run.len()

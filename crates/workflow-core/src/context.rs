@@ -17,6 +17,9 @@
 //! - don't: `tokio::spawn` from a workflow, iterate a `HashMap` to decide what
 //!   to issue, read thread-locals or globals, or use `tokio::select!` without
 //!   `biased;` over operations that may both be ready (it picks at random);
+//! - don't: use the `Context` inside a step's closure (`ctx.random()`, a
+//!   nested `ctx.step`): a step runs only when live, never on replay, so the
+//!   step attempt fails fatally with an error saying so;
 //! - don't: await anything that is not an operation of this context (a channel,
 //!   a `tokio::time::sleep`): the engine cannot record it, and a run that waits
 //!   on nothing the engine knows is marked blocked rather than left hanging.
@@ -35,7 +38,7 @@ use workflow_store::{RunId, Timestamp};
 use crate::error::StepError;
 use crate::hook::{random_token, Hook, HookOptions};
 use crate::replay::{
-    lock, HookSlot, OpKind, SharedState, SlotKind, StepSlot, StepStatus, WaitSlot,
+    forbid_in_step, lock, HookSlot, OpKind, SharedState, SlotKind, StepSlot, StepStatus, WaitSlot,
 };
 use crate::step::{Step, StepContext, StepOptions};
 use crate::timer::Sleep;
@@ -101,6 +104,7 @@ impl Context {
         F: FnMut(StepContext) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
+        forbid_in_step("Context::step");
         let timeout = options.timeout;
         let mut st = lock(&self.state);
         let index = st.issue(
@@ -112,6 +116,7 @@ impl Context {
                 attempts_started: 0,
                 status: StepStatus::Open,
                 grant: None,
+                running: false,
                 outcome: None,
             }),
         );
@@ -143,6 +148,7 @@ impl Context {
     }
 
     fn sleep_until_timestamp(&self, resume_at: Timestamp) -> Sleep {
+        forbid_in_step("Context::sleep");
         let index = lock(&self.state).issue(
             OpKind::Wait,
             None,
@@ -190,6 +196,7 @@ impl Context {
         options: HookOptions,
         webhook: Option<workflow_store::WebhookResponse>,
     ) -> Hook<T> {
+        forbid_in_step("Context::create_hook");
         let mut st = lock(&self.state);
         let index = st.peek_index();
         let mut invalid = options.metadata_error.clone();
@@ -216,8 +223,6 @@ impl Context {
                 dispose_requested: false,
                 disposed: false,
                 invalid: invalid.is_some(),
-                pending_responses: Vec::new(),
-                responded: Default::default(),
             }),
         );
         let id = st
@@ -243,6 +248,7 @@ impl Context {
     }
 
     fn now_timestamp(&self) -> Timestamp {
+        forbid_in_step("Context::now");
         lock(&self.state).now
     }
 
@@ -252,6 +258,7 @@ impl Context {
     where
         Standard: Distribution<T>,
     {
+        forbid_in_step("Context::random");
         lock(&self.state).rng.gen()
     }
 
@@ -264,6 +271,7 @@ impl Context {
 
     /// A version 4 UUID from the run's deterministic generator.
     pub fn uuid(&self) -> uuid::Uuid {
+        forbid_in_step("Context::uuid");
         let mut bytes = [0u8; 16];
         lock(&self.state).rng.fill_bytes(&mut bytes);
         uuid::Builder::from_random_bytes(bytes).into_uuid()
@@ -284,15 +292,19 @@ impl std::fmt::Debug for WorkflowRng {
 
 impl RngCore for WorkflowRng {
     fn next_u32(&mut self) -> u32 {
+        forbid_in_step("WorkflowRng");
         lock(&self.state).rng.next_u32()
     }
     fn next_u64(&mut self) -> u64 {
+        forbid_in_step("WorkflowRng");
         lock(&self.state).rng.next_u64()
     }
     fn fill_bytes(&mut self, dest: &mut [u8]) {
+        forbid_in_step("WorkflowRng");
         lock(&self.state).rng.fill_bytes(dest)
     }
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        forbid_in_step("WorkflowRng");
         lock(&self.state).rng.try_fill_bytes(dest)
     }
 }

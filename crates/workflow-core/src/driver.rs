@@ -1,20 +1,34 @@
-//! The driver: one activation of one leased run.
+//! The driver: one activation of one leased run, as an event loop.
 //!
 //! Live execution and replay are the same loop:
 //!
 //! 1. poll the workflow until it is idle (no wake-up left);
 //! 2. if the log has undelivered events, deliver the next one and go to 1;
 //! 3. at the live edge, record what the workflow is waiting for, in this order:
-//!    finished step attempts (in the order they finished), then new commands
-//!    (all `*_created` of one stall in one write), then due timers and retries;
-//!    each write's events go back through step 2;
-//! 4. if steps are running, wait for them (renewing the lease);
+//!    finished step attempts (in the order they finished), then the commands
+//!    of the stall in program order (creations, hook disposals, webhook
+//!    answers: one write), then due timers and retries; each write's events go
+//!    back through step 2;
+//! 4. if a step attempt is running, wait for whichever comes first: the
+//!    workflow is woken (an attempt made progress or finished), a timer or
+//!    retry of this run comes due, the change feed reports new events for the
+//!    run (a hook payload, a cancellation), the lease's renewal time (on a
+//!    fixed schedule from the last renewal, whatever else wakes the loop), or
+//!    shutdown;
 //! 5. otherwise the run is suspended: release the lease, keep the future hot.
 //!
 //! A single new step takes the fast path: it runs first and its
 //! `step_created`, `step_started` and outcome are recorded in one write, so a
 //! sequential step costs one flushed write. A crash before that write loses
-//! nothing but the attempt, which runs again (steps are at least once).
+//! nothing but the attempt; the engine that takes the expired lease over
+//! records that attempt as lost (`step_retrying`, or `step_failed` when it was
+//! the last), so a step that kills its process is not retried forever.
+//!
+//! Step attempts are futures polled by the workflow's own poll (the step's
+//! future owns its attempt), not spawned tasks: a step closure may borrow the
+//! workflow's locals, and dropping a step (a lost race, a cancelled run)
+//! cancels its attempt. The loop above is what keeps every other source of
+//! progress alive while an attempt runs.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,17 +36,23 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::time::Instant;
 use tracing::warn;
 use workflow_store::{
-    ErrorRecord, Event, EventData, EventKind, Lease, Payload, RunStatus, StoreError,
+    Change, CorrelationId, ErrorRecord, Event, EventData, Lease, Payload, RunStatus, StoreError,
+    Timestamp,
 };
 
 use crate::context::Context;
 use crate::engine::EngineInner;
 use crate::error::{StepErrorKind, WorkflowError};
 use crate::registry::WorkflowFuture;
-use crate::replay::{lock, RunState, SharedState, SlotKind, StepStatus};
+use crate::replay::{lock, Command, RunState, SharedState, SlotKind, StepSlot, StepStatus};
+
+/// Polls of the workflow in a row before the driver yields to the runtime
+/// (a step that wakes itself at once must not starve renewal or other tasks).
+const POLL_BUDGET: u32 = 64;
 
 /// Records wake-ups of the workflow future and wakes the driver.
 #[derive(Default)]
@@ -59,6 +79,8 @@ pub(crate) struct RunInstance {
     signal: Arc<WakeSignal>,
     waker: Waker,
     status: RunStatus,
+    /// The message of the latest `run_blocked` since the run last started.
+    blocked: Option<String>,
 }
 
 /// How an activation ended.
@@ -89,6 +111,7 @@ impl DriveError {
 async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>, DriveError> {
     let run = lease.run_id;
     let log = inner.store.read_log(run).await?;
+    inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
     let Some(EventData::RunCreated { workflow, input }) = log.first().map(|e| e.data.clone())
     else {
         warn!(%run, "run has no run_created event; leaving it");
@@ -96,9 +119,11 @@ async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>,
     };
     let Some(registered) = inner.registry.get(&workflow).cloned() else {
         let message = format!(
-            "workflow {workflow:?} is not registered in this engine: register it, then wake the run"
+            "workflow {workflow:?} is not registered in this engine: register it, then retry the \
+             run (Engine::retry_blocked, `workflow unblock`)"
         );
-        block(inner, lease, &log, message).await?;
+        let (_, blocked) = status_of(&log);
+        block(inner, lease, blocked.as_deref(), message).await?;
         return Ok(None);
     };
     tracing::Span::current().record("workflow", workflow.as_str());
@@ -113,7 +138,7 @@ impl RunInstance {
         log: Vec<Event>,
         input: Payload,
     ) -> Self {
-        let status = status_of(&log);
+        let (status, blocked) = status_of(&log);
         let state: SharedState = Arc::new(std::sync::Mutex::new(RunState::new(run, log)));
         let ctx = Context::new(state.clone(), run);
         let future = registered.start(ctx, input);
@@ -126,6 +151,7 @@ impl RunInstance {
             waker: Waker::from(signal.clone()),
             signal,
             status,
+            blocked,
         }
     }
 
@@ -137,9 +163,19 @@ impl RunInstance {
 
     /// Polls the workflow while it has wake-ups. `Err` if it panicked.
     pub(crate) fn poll_until_idle(&mut self) -> Result<(), String> {
-        while self.signal.woken.swap(false, Ordering::SeqCst) {
+        while !self.poll_some(u32::MAX)? {}
+        Ok(())
+    }
+
+    /// Polls the workflow while it has wake-ups, at most `budget` times.
+    /// `Ok(true)` once it is idle; `Err` if it panicked.
+    fn poll_some(&mut self, budget: u32) -> Result<bool, String> {
+        for _ in 0..budget {
+            if !self.signal.woken.swap(false, Ordering::SeqCst) {
+                return Ok(true);
+            }
             let Some(fut) = self.future.as_mut() else {
-                return Ok(());
+                return Ok(true);
             };
             let mut cx = TaskContext::from_waker(&self.waker);
             match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
@@ -159,40 +195,52 @@ impl RunInstance {
                 }
             }
         }
-        Ok(())
+        Ok(!self.signal.woken.load(Ordering::SeqCst))
+    }
+
+    /// Tracks the run's status through newly known events.
+    fn observe(&mut self, events: &[Event]) {
+        for e in events {
+            (self.status, self.blocked) = next_status((self.status, self.blocked.take()), &e.data);
+        }
+    }
+
+    /// Undelivered events held in memory and their payload bytes.
+    pub(crate) fn pending_footprint(&self) -> (usize, usize) {
+        lock(&self.state).pending_footprint()
     }
 }
 
-fn status_of(log: &[Event]) -> RunStatus {
+fn status_of(log: &[Event]) -> (RunStatus, Option<String>) {
     log.iter()
-        .fold(RunStatus::Pending, |s, e| next_status(s, e.kind()))
+        .fold((RunStatus::Pending, None), |s, e| next_status(s, &e.data))
 }
 
-fn next_status(s: RunStatus, kind: EventKind) -> RunStatus {
-    match kind {
-        EventKind::RunStarted => RunStatus::Running,
-        EventKind::RunBlocked => RunStatus::Blocked,
-        EventKind::RunCompleted => RunStatus::Completed,
-        EventKind::RunFailed => RunStatus::Failed,
-        EventKind::RunCancelled => RunStatus::Cancelled,
-        _ => s,
+fn next_status(
+    (status, blocked): (RunStatus, Option<String>),
+    data: &EventData,
+) -> (RunStatus, Option<String>) {
+    match data {
+        EventData::RunStarted => (RunStatus::Running, None),
+        EventData::RunBlocked { error } => (RunStatus::Blocked, Some(error.message.clone())),
+        EventData::RunCompleted { .. } => (RunStatus::Completed, None),
+        EventData::RunFailed { .. } => (RunStatus::Failed, None),
+        EventData::RunCancelled => (RunStatus::Cancelled, None),
+        _ => (status, blocked),
     }
 }
 
-/// Records `run_blocked` unless the run is already blocked for the same reason.
+/// Records `run_blocked` unless the run is already blocked for the same
+/// reason. The store parks a blocked run: its timers no longer make it due,
+/// so it stays inert until [`crate::Engine::retry_blocked`] wakes it.
 async fn block(
     inner: &EngineInner,
     lease: &Lease,
-    log: &[Event],
+    already: Option<&str>,
     message: String,
 ) -> Result<(), DriveError> {
-    let already = log.iter().rev().find_map(|e| match &e.data {
-        EventData::RunBlocked { error } => Some(error.message == message),
-        EventData::RunStarted => Some(false),
-        _ => None,
-    });
     warn!(run = %lease.run_id, %message, "run blocked");
-    if already != Some(true) {
+    if already != Some(message.as_str()) {
         inner
             .store
             .append(
@@ -207,11 +255,11 @@ async fn block(
     Ok(())
 }
 
-/// Reads the events appended since a cached instance last ran.
+/// Reads the events appended since the instance last saw its log.
 async fn catch_up(inner: &EngineInner, inst: &mut RunInstance) -> Result<(), DriveError> {
     let (run, known) = {
         let st = lock(&inst.state);
-        (st.run_id, st.log.len() as u64)
+        (st.run_id, st.known())
     };
     let mut fresh = Vec::new();
     loop {
@@ -225,16 +273,21 @@ async fn catch_up(inner: &EngineInner, inst: &mut RunInstance) -> Result<(), Dri
             break;
         }
     }
-    for e in &fresh {
-        inst.status = next_status(inst.status, e.kind());
-    }
+    inst.observe(&fresh);
     lock(&inst.state).extend_log(fresh);
     Ok(())
 }
 
 /// One activation: drives the run until it suspends, ends or is blocked.
-pub(crate) async fn drive(inner: &EngineInner, lease: &mut Lease) -> Result<Outcome, DriveError> {
+pub(crate) async fn drive(
+    inner: &EngineInner,
+    lease: &mut Lease,
+    stop: watch::Receiver<bool>,
+) -> Result<Outcome, DriveError> {
+    inner.metrics.activations.fetch_add(1, Ordering::Relaxed);
     let run = lease.run_id;
+    // Subscribed before anything is read, so no later event slips past.
+    let feed = inner.store.subscribe();
     let inst = match inner.cache.take(run) {
         Some(mut inst) => {
             catch_up(inner, &mut inst).await?;
@@ -249,11 +302,19 @@ pub(crate) async fn drive(inner: &EngineInner, lease: &mut Lease) -> Result<Outc
     if inst.status.is_terminal() {
         return Ok(Outcome::Done);
     }
+    let ttl = inner.settings.lease_ttl;
+    let stopping = *stop.borrow();
     let mut d = Driver {
         inner,
+        takeover: false, // TAKEOVER-PENDING
         lease,
         inst,
         prefix: Vec::new(),
+        feed,
+        stopping,
+        stop,
+        renew_every: (ttl / 3).max(Duration::from_millis(10)),
+        renew_at: Instant::now() + (ttl / 3).max(Duration::from_millis(10)),
     };
     if d.inst.status != RunStatus::Running {
         d.prefix.push(EventData::RunStarted);
@@ -267,6 +328,17 @@ struct Driver<'a> {
     inst: RunInstance,
     /// Events to put in front of the next write (`run_started`).
     prefix: Vec<EventData>,
+    /// The store's change feed (`None`: the store has none; poll instead).
+    feed: Option<broadcast::Receiver<Change>>,
+    stop: watch::Receiver<bool>,
+    /// Shutting down: no new attempts; suspend once none is running.
+    stopping: bool,
+    /// The lease was taken over from a holder whose lease expired: the
+    /// attempts it may have been running are counted before new ones start.
+    takeover: bool,
+    renew_every: Duration,
+    /// When the lease is renewed next, whatever else wakes the loop.
+    renew_at: Instant,
 }
 
 /// What the driver does at the live edge.
@@ -274,8 +346,11 @@ enum Next {
     Write(Vec<EventData>),
     /// Something changed in memory (a grant): poll again.
     Poll,
-    /// Steps are running: wait for them.
-    Wait,
+    /// A step attempt is running: keep the lease and wait for any source of
+    /// progress; `deadline` is this run's next timer or retry.
+    Hold {
+        deadline: Option<Timestamp>,
+    },
     Suspend,
     Stuck,
 }
@@ -283,8 +358,15 @@ enum Next {
 impl Driver<'_> {
     async fn run(mut self) -> Result<Outcome, DriveError> {
         loop {
-            if let Err(message) = self.inst.poll_until_idle() {
-                return self.finish_blocked(message).await;
+            match self.inst.poll_some(POLL_BUDGET) {
+                Err(message) => return self.finish_blocked(message).await,
+                Ok(false) => {
+                    // Still busy: let the runtime breathe, keep the lease.
+                    self.renew_if_due().await?;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Ok(true) => {}
             }
             let nondeterminism = lock(&self.inst.state).nondeterminism.clone();
             if let Some(e) = nondeterminism {
@@ -293,29 +375,18 @@ impl Driver<'_> {
             if lock(&self.inst.state).deliver_next() {
                 continue;
             }
-            if let Some(output) = self.inst.output.take() {
-                // Answers and disposals the workflow gave on its way out are
-                // recorded with its end.
-                let mut events = Vec::new();
-                for slot in lock(&self.inst.state).ops.values() {
-                    if let (true, SlotKind::Hook(h)) = (slot.recorded, &slot.kind) {
-                        events.extend(hook_records(slot.id.clone(), h));
-                    }
-                }
-                let end = match output {
-                    Ok(output) => EventData::RunCompleted { output },
-                    Err(e) => EventData::RunFailed {
-                        error: ErrorRecord::new(e.to_string()),
-                    },
-                };
-                events.push(end);
-                self.write(events).await?;
+            if self.inst.status.is_terminal() {
+                // Ended from outside (cancelled): running attempts are dropped.
                 return Ok(Outcome::Done);
             }
+            if let Some(output) = self.inst.output.take() {
+                return self.finish(output).await;
+            }
+            self.renew_if_due().await?;
             match self.next_at_live_edge() {
                 Next::Write(events) => self.write(events).await?,
                 Next::Poll => {}
-                Next::Wait => self.wait_for_steps().await?,
+                Next::Hold { deadline } => self.wait(deadline).await?,
                 Next::Suspend => {
                     if !self.prefix.is_empty() {
                         self.write(Vec::new()).await?;
@@ -334,21 +405,122 @@ impl Driver<'_> {
                         .await;
                 }
             }
-            if self.inst.status.is_terminal() {
-                return Ok(Outcome::Done);
-            }
         }
     }
 
-    async fn finish_blocked(self, message: String) -> Result<Outcome, DriveError> {
-        let log = lock(&self.inst.state).log.clone();
-        block(self.inner, self.lease, &log, message).await?;
+    /// Records how the workflow ended, with the answers and disposals it
+    /// gave on its way out.
+    async fn finish(
+        mut self,
+        output: Result<Payload, WorkflowError>,
+    ) -> Result<Outcome, DriveError> {
+        let mut events = Vec::new();
+        {
+            let mut st = lock(&self.inst.state);
+            let commands = std::mem::take(&mut st.commands);
+            for command in commands {
+                match command {
+                    Command::Respond {
+                        hook,
+                        request_id,
+                        response,
+                    } => events.push(EventData::HookResponded {
+                        hook,
+                        request_id,
+                        response,
+                    }),
+                    Command::Dispose(i) => {
+                        if let Some(slot) = st.ops.get(&i) {
+                            if slot.recorded {
+                                events.push(EventData::HookDisposed {
+                                    hook: slot.id.clone(),
+                                });
+                            }
+                        }
+                    }
+                    Command::Create(_) => {}
+                }
+            }
+        }
+        events.push(match output {
+            Ok(output) => EventData::RunCompleted { output },
+            Err(e) => EventData::RunFailed {
+                error: ErrorRecord::new(e.to_string()),
+            },
+        });
+        self.write(events).await?;
         Ok(Outcome::Done)
+    }
+
+    async fn finish_blocked(self, message: String) -> Result<Outcome, DriveError> {
+        block(
+            self.inner,
+            self.lease,
+            self.inst.blocked.as_deref(),
+            message,
+        )
+        .await?;
+        Ok(Outcome::Done)
+    }
+
+    /// Renews the lease if its renewal time has come.
+    async fn renew_if_due(&mut self) -> Result<(), DriveError> {
+        if Instant::now() >= self.renew_at {
+            self.renew().await?;
+        }
+        Ok(())
+    }
+
+    async fn renew(&mut self) -> Result<(), DriveError> {
+        let ttl = self.inner.settings.lease_ttl;
+        *self.lease = self.inner.store.renew_lease(self.lease, ttl).await?;
+        self.renew_at = Instant::now() + self.renew_every;
+        Ok(())
+    }
+
+    /// Waits for the first of: a wake-up of the workflow, this run's next
+    /// timer or retry, new events for the run, the renewal time, shutdown.
+    async fn wait(&mut self, deadline: Option<Timestamp>) -> Result<(), DriveError> {
+        let poll = self.inner.settings.poll_interval;
+        let timer = deadline
+            .map(|at| at.saturating_duration_since(self.inner.store.now()))
+            .map_or(poll, |d| d.min(poll));
+        let run = self.lease.run_id;
+        let known = lock(&self.inst.state).known();
+        let has_feed = self.feed.is_some();
+        let stopping = self.stopping;
+        enum Woke {
+            Workflow,
+            Events,
+            Timer,
+            Renew,
+            Stop,
+        }
+        let woke = tokio::select! {
+            biased;
+            _ = self.stop.changed(), if !stopping => Woke::Stop,
+            _ = self.inst.signal.notify.notified() => Woke::Workflow,
+            true = next_change_for(&mut self.feed, run, known) => Woke::Events,
+            _ = tokio::time::sleep_until(self.renew_at) => Woke::Renew,
+            _ = tokio::time::sleep(timer) => Woke::Timer,
+        };
+        match woke {
+            Woke::Workflow => {}
+            Woke::Events => catch_up(self.inner, &mut self.inst).await?,
+            // Without a change feed, new events are found by polling.
+            Woke::Timer if !has_feed => catch_up(self.inner, &mut self.inst).await?,
+            Woke::Timer => {}
+            Woke::Renew => self.renew().await?,
+            Woke::Stop => self.stopping = true,
+        }
+        Ok(())
     }
 
     /// Decides the next move at the live edge (see the module docs).
     fn next_at_live_edge(&mut self) -> Next {
         let now = self.inner.store.now();
+        let stopping = self.stopping;
+        let takeover = std::mem::take(&mut self.takeover);
         let mut st = lock(&self.inst.state);
         let st = &mut *st;
 
@@ -390,90 +562,182 @@ impl Driver<'_> {
                 events.push(match outcome.result {
                     Ok(result) => EventData::StepCompleted { step: id, result },
                     Err(e) => {
-                        let error = ErrorRecord::new(e.message.clone());
                         let retry_in = match e.kind {
                             StepErrorKind::Fatal => None,
-                            _ if outcome.attempt >= s.options.max_attempts => None,
                             StepErrorKind::RetryAfter(d) => Some(d),
                             StepErrorKind::Retryable => {
                                 Some(s.options.backoff.delay(outcome.attempt))
                             }
                         };
-                        match retry_in {
-                            Some(d) => EventData::StepRetrying {
-                                step: id,
-                                error,
-                                retry_at: now.saturating_add(d),
-                            },
-                            None => EventData::StepFailed { step: id, error },
-                        }
+                        attempt_failed(s, id, outcome.attempt, e.message, retry_in, now)
                     }
                 });
             }
             return Next::Write(events);
         }
 
-        // 2. New commands.
-        // A step is in flight from its grant until its outcome is recorded.
-        let in_flight = |s: &crate::replay::StepSlot| s.grant.is_some() || s.outcome.is_some();
-        let new: Vec<u64> = st
-            .ops
-            .iter()
-            .filter(|(_, slot)| !slot.recorded)
-            .filter(|(_, slot)| match &slot.kind {
-                // A hook's token may be in use already: record it even if dropped.
-                SlotKind::Hook(h) => !h.invalid,
-                _ => !slot.dropped,
-            })
-            .filter(|(_, slot)| !matches!(&slot.kind, SlotKind::Step(s) if in_flight(s)))
-            .map(|(&i, _)| i)
-            .collect();
+        // 2. After a takeover: the attempts the previous holder may have been
+        // running when it stopped (every step that would start now) are lost.
+        if takeover {
+            let mut events = Vec::new();
+            for slot in st.ops.values_mut() {
+                if slot.dropped || slot.waker.is_none() {
+                    continue;
+                }
+                let id = slot.id.clone();
+                let recorded = slot.recorded;
+                let SlotKind::Step(s) = &mut slot.kind else {
+                    continue;
+                };
+                let startable = match s.status {
+                    StepStatus::Open => true,
+                    StepStatus::Retrying { retry_at } => retry_at <= now,
+                    _ => false,
+                };
+                if !startable || s.grant.is_some() {
+                    continue;
+                }
+                let attempt = s.attempts_started + 1;
+                if !recorded {
+                    events.push(EventData::StepCreated {
+                        step: id.clone(),
+                        name: s.name.clone(),
+                        input_digest: None,
+                    });
+                }
+                events.push(EventData::StepStarted {
+                    step: id.clone(),
+                    attempt,
+                });
+                let retry_in = Some(s.options.backoff.delay(attempt));
+                let message = format!(
+                    "attempt {attempt} was lost: the engine running it stopped (a crash, a kill, \
+                     a lost lease) before its outcome was recorded"
+                );
+                events.push(attempt_failed(s, id, attempt, message, retry_in, now));
+            }
+            if !events.is_empty() {
+                return Next::Write(events);
+            }
+        }
+
+        // 3. What the code asked to record, in program order. A step running
+        // on the fast path is recorded with its outcome; a batch ends before a
+        // command on a hook whose creation is in it (the creation may turn out
+        // a conflict, which the command must then see).
+        let in_flight = |s: &StepSlot| s.grant.is_some() || s.outcome.is_some();
         let steps_in_flight = st
             .ops
             .values()
             .any(|slot| !slot.dropped && matches!(&slot.kind, SlotKind::Step(s) if in_flight(s)));
-        if let [only] = new[..] {
-            if !steps_in_flight {
-                if let Some(slot) = st.ops.get_mut(&only) {
-                    // Only a step the workflow is awaiting (it registered a waker).
-                    if let (SlotKind::Step(s), Some(_)) = (&mut slot.kind, &slot.waker) {
-                        // Fast path: run first, record creation with the outcome.
-                        s.grant = Some(1);
-                        slot.wake();
-                        return Next::Poll;
+        let mut events = Vec::new();
+        let mut created_now = Vec::new();
+        let mut commands = std::mem::take(&mut st.commands).into_iter().peekable();
+        let mut kept = Vec::new();
+        while let Some(command) = commands.next() {
+            match &command {
+                Command::Create(i) => {
+                    let Some(slot) = st.ops.get_mut(i) else {
+                        continue; // forgotten: nothing to record
+                    };
+                    if slot.recorded {
+                        continue;
                     }
+                    let id = slot.id.clone();
+                    match &mut slot.kind {
+                        // A hook's token may be in use already: record it even if dropped.
+                        SlotKind::Hook(h) if h.invalid => continue,
+                        SlotKind::Hook(h) => {
+                            created_now.push(*i);
+                            events.push(EventData::HookCreated {
+                                hook: id,
+                                token: h.token.clone(),
+                                metadata: h.metadata.clone(),
+                                webhook: h.webhook.clone(),
+                            });
+                        }
+                        _ if slot.dropped => continue,
+                        SlotKind::Wait(w) => events.push(EventData::WaitCreated {
+                            wait: id,
+                            resume_at: w.resume_at,
+                        }),
+                        SlotKind::Step(s) if in_flight(s) => {
+                            kept.push(command);
+                            continue;
+                        }
+                        SlotKind::Step(s) => {
+                            let alone = events.is_empty()
+                                && commands.peek().is_none()
+                                && kept.is_empty()
+                                && !steps_in_flight;
+                            if alone && slot.waker.is_some() && !stopping {
+                                // Fast path: run first, record creation with the outcome.
+                                s.grant = Some(1);
+                                slot.wake();
+                                kept.push(command);
+                                st.commands = kept;
+                                return Next::Poll;
+                            }
+                            events.push(EventData::StepCreated {
+                                step: id,
+                                name: s.name.clone(),
+                                input_digest: None,
+                            });
+                        }
+                    }
+                    kept.push(command);
+                }
+                Command::Dispose(i) => {
+                    if created_now.contains(i) {
+                        kept.push(command);
+                        kept.extend(commands.by_ref());
+                        break;
+                    }
+                    let Some(slot) = st.ops.get(i) else { continue };
+                    if let SlotKind::Hook(h) = &slot.kind {
+                        if slot.recorded && !h.disposed && h.conflict.is_none() {
+                            events.push(EventData::HookDisposed {
+                                hook: slot.id.clone(),
+                            });
+                            kept.push(command);
+                        }
+                    }
+                }
+                Command::Respond {
+                    hook,
+                    request_id,
+                    response,
+                } => {
+                    let pending_creation = created_now
+                        .iter()
+                        .any(|i| st.ops.get(i).is_some_and(|s| s.id == *hook));
+                    if pending_creation {
+                        kept.push(command);
+                        kept.extend(commands.by_ref());
+                        break;
+                    }
+                    events.push(EventData::HookResponded {
+                        hook: hook.clone(),
+                        request_id: request_id.clone(),
+                        response: response.clone(),
+                    });
+                    kept.push(command);
                 }
             }
         }
-        if !new.is_empty() {
-            let mut events = Vec::with_capacity(new.len());
-            for i in new {
-                let Some(slot) = st.ops.get(&i) else { continue };
-                let id = slot.id.clone();
-                events.push(match &slot.kind {
-                    SlotKind::Step(s) => EventData::StepCreated {
-                        step: id,
-                        name: s.name.clone(),
-                        input_digest: None,
-                    },
-                    SlotKind::Wait(w) => EventData::WaitCreated {
-                        wait: id,
-                        resume_at: w.resume_at,
-                    },
-                    SlotKind::Hook(h) => EventData::HookCreated {
-                        hook: id,
-                        token: h.token.clone(),
-                        metadata: h.metadata.clone(),
-                        webhook: h.webhook.clone(),
-                    },
-                });
-            }
+        // Kept commands become moot as their records are delivered.
+        st.commands = kept;
+        if !events.is_empty() {
             return Next::Write(events);
         }
 
-        // 3. Due timers, retries, dispose requests; steps to (re)start.
+        // 4. Due timers, retries, abandoned steps; steps to (re)start.
         let mut events = Vec::new();
         let mut granted = false;
+        let mut deadline: Option<Timestamp> = None;
+        let mut earliest = |at: Timestamp| {
+            deadline = Some(deadline.map_or(at, |d: Timestamp| d.min(at)));
+        };
         for slot in st.ops.values_mut() {
             if !slot.recorded {
                 continue;
@@ -483,11 +747,15 @@ impl Driver<'_> {
                 SlotKind::Wait(w) if !w.done && w.resume_at <= now => {
                     events.push(EventData::WaitCompleted { wait: id });
                 }
-                SlotKind::Hook(h) => events.extend(hook_records(id, h)),
+                SlotKind::Wait(w) if !w.done && !slot.dropped => earliest(w.resume_at),
                 SlotKind::Step(s) if !in_flight(s) => {
                     let due = match s.status {
                         StepStatus::Open => true,
-                        StepStatus::Retrying { retry_at } => retry_at <= now,
+                        StepStatus::Retrying { retry_at } if retry_at <= now => true,
+                        StepStatus::Retrying { retry_at } => {
+                            earliest(retry_at);
+                            false
+                        }
                         _ => false,
                     };
                     if !due {
@@ -504,7 +772,7 @@ impl Driver<'_> {
                         }
                         continue;
                     }
-                    if slot.waker.is_none() {
+                    if slot.waker.is_none() || stopping {
                         // Not awaited yet: granted when the workflow polls it.
                         continue;
                     }
@@ -521,12 +789,20 @@ impl Driver<'_> {
         if granted {
             return Next::Poll;
         }
-        if st
+        // Hold the lease while an attempt runs, and while a due retry is
+        // granted to a step the workflow holds without awaiting (its queue
+        // row is due: releasing would only bring the run straight back).
+        let holding = st.ops.values().any(|slot| {
+            !slot.dropped
+                && matches!(&slot.kind, SlotKind::Step(s)
+                    if s.running || (s.grant.is_some() && matches!(s.status, StepStatus::Retrying { .. })))
+        });
+        let running = st
             .ops
             .values()
-            .any(|slot| !slot.dropped && matches!(&slot.kind, SlotKind::Step(s) if in_flight(s)))
-        {
-            return Next::Wait;
+            .any(|slot| !slot.dropped && matches!(&slot.kind, SlotKind::Step(s) if s.running));
+        if running || (holding && !stopping) {
+            return Next::Hold { deadline };
         }
         if st.ops.values().any(|slot| slot.unresolved()) || self.inst.future.is_none() {
             return Next::Suspend;
@@ -548,7 +824,7 @@ impl Driver<'_> {
             .store
             .append(run, batch, Some(self.lease.id))
             .await?;
-        let known = lock(&self.inst.state).log.len() as u64;
+        let known = lock(&self.inst.state).known();
         let first = appended.events.first().map_or(known, |e| e.seq);
         let mut events = Vec::new();
         if first > known {
@@ -565,49 +841,58 @@ impl Driver<'_> {
         }
         events.extend(appended.events);
         for e in &events {
-            self.inst.status = next_status(self.inst.status, e.kind());
             trace_recorded(e);
         }
+        self.inst.observe(&events);
         let mut st = lock(&self.inst.state);
         st.extend_log(events);
         st.prune();
         Ok(())
     }
+}
 
-    /// Waits until a running step wakes the workflow, renewing the lease.
-    async fn wait_for_steps(&mut self) -> Result<(), DriveError> {
-        let ttl = self.inner.settings.lease_ttl;
-        let renew_after = (ttl / 3).max(Duration::from_millis(10));
-        loop {
-            if self.inst.signal.woken.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = self.inst.signal.notify.notified() => return Ok(()),
-                _ = tokio::time::sleep(renew_after) => {
-                    *self.lease = self.inner.store.renew_lease(self.lease, ttl).await?;
-                }
-            }
-        }
+/// The event for a failed attempt: `step_retrying` after `retry_in`, or
+/// `step_failed` when the error is fatal (`None`) or attempts have run out.
+fn attempt_failed(
+    s: &StepSlot,
+    step: CorrelationId,
+    attempt: u32,
+    message: String,
+    retry_in: Option<Duration>,
+    now: Timestamp,
+) -> EventData {
+    let error = ErrorRecord::new(message);
+    match retry_in {
+        Some(d) if attempt < s.options.max_attempts => EventData::StepRetrying {
+            step,
+            error,
+            retry_at: now.saturating_add(d),
+        },
+        _ => EventData::StepFailed { step, error },
     }
 }
 
-/// Events for a hook's unrecorded answers and dispose request.
-fn hook_records(id: workflow_store::CorrelationId, h: &crate::replay::HookSlot) -> Vec<EventData> {
-    let mut events = Vec::new();
-    for (request_id, response) in &h.pending_responses {
-        if !h.responded.contains(request_id) {
-            events.push(EventData::HookResponded {
-                hook: id.clone(),
-                request_id: request_id.clone(),
-                response: response.clone(),
-            });
+/// Resolves `true` when the change feed reports events for `run` beyond
+/// `known` (or lagged, so some may have been missed); never resolves without
+/// a feed.
+async fn next_change_for(
+    feed: &mut Option<broadcast::Receiver<Change>>,
+    run: workflow_store::RunId,
+    known: u64,
+) -> bool {
+    let Some(rx) = feed.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(Change::Appended { run: r, next_seq }) if r == run && next_seq > known => {
+                return true
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
-    if h.dispose_requested && !h.disposed && h.conflict.is_none() {
-        events.push(EventData::HookDisposed { hook: id });
-    }
-    events
 }
 
 /// Logs the recorded events an operator wants to see.

@@ -8,16 +8,17 @@
 //! engine's runs are taken over when their leases expire.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info_span, warn, Instrument};
 use workflow_store::{
-    Change, EventData, NewRun, Payload, RunId, RunRecord, RunStatus, Store, StoreError,
+    Change, EventData, NewRun, Payload, RunId, RunQuery, RunRecord, RunStatus, Store, StoreError,
 };
 
 use crate::cache::RunCache;
@@ -122,7 +123,8 @@ impl EngineBuilder {
                 registry: self.registry,
                 settings: self.settings,
                 workers: Mutex::new(None),
-                stop: Notify::new(),
+                stop: watch::channel(false).0,
+                metrics: Counters::default(),
             }),
         }
     }
@@ -134,7 +136,26 @@ pub(crate) struct EngineInner {
     pub settings: EngineSettings,
     pub cache: RunCache,
     workers: Mutex<Option<JoinHandle<()>>>,
-    stop: Notify,
+    /// `true` while the workers shut down: activations stop starting attempts.
+    stop: watch::Sender<bool>,
+    pub metrics: Counters,
+}
+
+/// The engine's counters, updated as it works.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub activations: AtomicU64,
+    pub replays: AtomicU64,
+}
+
+/// What an engine has done since it was built (see [`Engine::metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct EngineMetrics {
+    /// Activations: times a worker leased a run and drove it.
+    pub activations: u64,
+    /// Activations that replayed a run from its log (not found in the hot cache).
+    pub replays: u64,
 }
 
 /// Runs durable workflows on a [`Store`]. Cheap to clone.
@@ -349,6 +370,53 @@ impl Engine {
         self.inner.cache.len()
     }
 
+    /// Recorded events held in memory by cached runs that their workflows have
+    /// not been given yet, and the payload bytes they carry. Delivered events
+    /// are not kept, so this stays small however long a run's history grows.
+    pub fn cached_events(&self) -> (usize, usize) {
+        self.inner.cache.pending_footprint()
+    }
+
+    /// Counters of what this engine has done (activations, replays).
+    ///
+    /// ```
+    /// # use workflow_core::Engine;
+    /// # use workflow_store::MemoryStore;
+    /// let engine = Engine::builder(MemoryStore::new()).build();
+    /// assert_eq!(engine.metrics().activations, 0);
+    /// ```
+    pub fn metrics(&self) -> EngineMetrics {
+        let m = &self.inner.metrics;
+        EngineMetrics {
+            activations: m.activations.load(Ordering::Relaxed),
+            replays: m.replays.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks a blocked run to try again: it is replayed with the workflows this
+    /// engine has now (after a fix was deployed, or its workflow registered).
+    ///
+    /// A blocked run is otherwise inert: its timers do not wake it, so it
+    /// costs nothing while nobody can change its outcome. If the code still
+    /// does not match its history, it is blocked again with the same error.
+    /// [`EngineError::RunNotBlocked`] if the run is not blocked.
+    pub async fn retry_blocked(&self, run: &RunId) -> Result<(), EngineError> {
+        let rec = self.run(run).await?;
+        if rec.status != RunStatus::Blocked {
+            return Err(EngineError::RunNotBlocked {
+                run: *run,
+                status: rec.status,
+            });
+        }
+        match self.inner.store.wake(*run).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::RunTerminal { run, status }) => {
+                Err(EngineError::RunEnded { run, status })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Starts the background workers (tokio tasks) that drive due runs.
     /// Calling it again while they run does nothing. Needs a tokio runtime.
     pub fn start_workers(&self) {
@@ -356,6 +424,7 @@ impl Engine {
         if workers.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
+        self.inner.stop.send_replace(false);
         let inner = self.inner.clone();
         *workers = Some(tokio::spawn(dispatch(inner)));
     }
@@ -368,10 +437,13 @@ impl Engine {
             .take()
     }
 
-    /// Stops leasing new work and waits for runs being driven to suspend.
+    /// Stops leasing new work and waits for runs being driven to suspend:
+    /// step attempts already running finish and are recorded, no new attempt
+    /// starts, and each run is released (its timers fire on whichever engine
+    /// runs next). Use [`Engine::shutdown_now`] not to wait for running steps.
     pub async fn shutdown(&self) {
         if let Some(handle) = self.take_workers() {
-            self.inner.stop.notify_one();
+            self.inner.stop.send_replace(true);
             if let Err(e) = handle.await {
                 warn!(error = %e, "worker task ended abnormally");
             }
@@ -407,7 +479,11 @@ impl Engine {
             let mut set = tokio::task::JoinSet::new();
             for lease in leases {
                 driven += 1;
-                set.spawn(activate(self.inner.clone(), lease));
+                set.spawn(activate(
+                    self.inner.clone(),
+                    lease,
+                    self.inner.stop.subscribe(),
+                ));
             }
             while set.join_next().await.is_some() {}
         }
@@ -418,11 +494,15 @@ impl Engine {
 const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Drives one leased run and puts it back (cache, lease).
-async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
+async fn activate(
+    inner: Arc<EngineInner>,
+    mut lease: workflow_store::Lease,
+    stop: watch::Receiver<bool>,
+) {
     let run = lease.run_id;
     let span = info_span!("run", run = %run, workflow = tracing::field::Empty);
     async {
-        match drive(&inner, &mut lease).await {
+        match drive(&inner, &mut lease, stop).await {
             Ok(Outcome::Suspended(inst)) => inner.cache.put(run, inst),
             Ok(Outcome::Done) => {}
             Err(e) => {
@@ -458,8 +538,10 @@ async fn activate(inner: Arc<EngineInner>, mut lease: workflow_store::Lease) {
 /// its own task, sleep until a notification or the next due time.
 async fn dispatch(inner: Arc<EngineInner>) {
     let mut feed = inner.store.subscribe();
+    let mut stop = inner.stop.subscribe();
     let mut active = tokio::task::JoinSet::new();
     let settings = inner.settings.clone();
+    wake_blocked_runs(&inner).await;
     loop {
         while active.try_join_next().is_some() {}
         let free = settings.concurrency.saturating_sub(active.len());
@@ -467,7 +549,7 @@ async fn dispatch(inner: Arc<EngineInner>) {
             match inner.store.lease_due(free, settings.lease_ttl).await {
                 Ok(leases) if !leases.is_empty() => {
                     for lease in leases {
-                        active.spawn(activate(inner.clone(), lease));
+                        active.spawn(activate(inner.clone(), lease, inner.stop.subscribe()));
                     }
                     continue;
                 }
@@ -482,14 +564,48 @@ async fn dispatch(inner: Arc<EngineInner>) {
             _ => settings.poll_interval,
         };
         let wait = wait.max(Duration::from_millis(1));
+        if *stop.borrow_and_update() {
+            break;
+        }
         tokio::select! {
-            _ = inner.stop.notified() => break,
+            _ = stop.changed() => {}
             _ = next_due_change(&mut feed) => {}
             Some(_) = active.join_next(), if !active.is_empty() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
     while active.join_next().await.is_some() {}
+}
+
+/// An engine that starts may have the code or the registration that a
+/// blocked run was waiting for: it retries each blocked run of a workflow it
+/// registers, once. (A run that is still blocked stays inert afterwards.)
+async fn wake_blocked_runs(inner: &EngineInner) {
+    let mut after = None;
+    loop {
+        let query = RunQuery {
+            status: Some(RunStatus::Blocked),
+            after,
+            limit: 256,
+        };
+        let page = match inner.store.list_runs(query).await {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(error = %e, "could not list blocked runs to retry them");
+                return;
+            }
+        };
+        let Some(last) = page.last() else { return };
+        after = Some(last.id);
+        for rec in page {
+            if !inner.registry.contains_key(&rec.workflow) {
+                continue;
+            }
+            if let Err(e) = inner.store.wake(rec.id).await {
+                warn!(run = %rec.id, error = %e, "could not retry a blocked run");
+            }
+        }
+    }
 }
 
 /// Resolves when the store reports that a run became due (or the feed lagged).

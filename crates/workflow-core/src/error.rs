@@ -192,7 +192,8 @@ pub enum EngineError {
         message: String,
     },
     /// The run is blocked: its history does not match the code (or its
-    /// workflow is not registered). Deploy matching code and wake the run.
+    /// workflow is not registered). Deploy matching code and retry the run
+    /// ([`crate::Engine::retry_blocked`]).
     #[error("run {run} is blocked: {message}")]
     RunBlocked {
         /// The run.
@@ -205,6 +206,14 @@ pub enum EngineError {
     RunCancelled {
         /// The run.
         run: RunId,
+    },
+    /// [`crate::Engine::retry_blocked`] was asked for a run that is not blocked.
+    #[error("run {run} is {status}, not blocked: there is nothing to retry")]
+    RunNotBlocked {
+        /// The run.
+        run: RunId,
+        /// Its status.
+        status: RunStatus,
     },
     /// The run cannot be changed in its current status.
     #[error("run {run} is {status}")]

@@ -148,13 +148,8 @@ impl<T: DeserializeOwned> Hook<T> {
     /// Disposes the hook: records `hook_disposed` and frees the token for reuse.
     /// Payloads already received and not taken are dropped with it.
     pub fn dispose(self) {
-        let mut st = lock(&self.state);
-        if let Some(slot) = st.ops.get_mut(&self.index) {
-            if let SlotKind::Hook(h) = &mut slot.kind {
-                if !h.disposed && h.conflict.is_none() && self.invalid.is_none() {
-                    h.dispose_requested = true;
-                }
-            }
+        if self.invalid.is_none() {
+            lock(&self.state).request_dispose(self.index);
         }
         // Drop marks the slot dropped.
     }

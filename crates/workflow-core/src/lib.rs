@@ -31,7 +31,7 @@ pub mod webhook;
 
 pub use check::{ReplayMismatch, ReplayReport};
 pub use context::{Context, WorkflowRng};
-pub use engine::{Engine, EngineBuilder, EngineSettings};
+pub use engine::{Engine, EngineBuilder, EngineMetrics, EngineSettings};
 pub use error::{EngineError, NondeterminismError, StepError, WorkflowError};
 pub use hook::{Hook, HookError, HookNext, HookOptions};
 pub use resume::{HookDefinition, ResumeError};

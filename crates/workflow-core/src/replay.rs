@@ -6,8 +6,17 @@
 //! Operations never look at the log directly except for two things that must be
 //! known when they are issued: the recorded creation at their position (to check
 //! determinism) and, for hooks, the recorded token.
+//!
+//! Only undelivered events are kept: a delivered event has done its work (its
+//! effect lives in the operation slots), so a cached run's memory follows the
+//! operations in flight, not the length or volume of its history.
+//!
+//! What the code asks to record (creations, hook disposals, webhook answers)
+//! goes into [`RunState::commands`] in program order; the driver writes them
+//! in that order at the live edge.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -74,11 +83,17 @@ pub(crate) struct StepSlot {
     pub status: StepStatus,
     /// The attempt the driver allows to run now.
     pub grant: Option<u32>,
+    /// Whether the step's future holds a running attempt (it was polled
+    /// after the grant); a granted step that is not running is one the
+    /// workflow holds without awaiting.
+    pub running: bool,
     pub outcome: Option<AttemptOutcome>,
 }
 
 #[derive(Debug)]
 pub(crate) struct WaitSlot {
+    /// When the timer fires: the code's value until `wait_created` is
+    /// delivered, then the recorded one (which the store's queue follows).
     pub resume_at: Timestamp,
     pub done: bool,
 }
@@ -97,10 +112,22 @@ pub(crate) struct HookSlot {
     pub disposed: bool,
     /// Created with invalid options: never recorded.
     pub invalid: bool,
-    /// Manual webhook answers given by the code and not yet recorded.
-    pub pending_responses: Vec<(String, HttpResponseRecord)>,
-    /// Request ids whose answer is recorded (`hook_responded` delivered).
-    pub responded: HashSet<String>,
+}
+
+/// Something the code asked to record, in program order.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// The creation of operation `index`.
+    Create(u64),
+    /// `hook_disposed` for hook `index`.
+    Dispose(u64),
+    /// A manual webhook answer (`hook_responded`). It carries its hook's id,
+    /// so it is recorded even if the code dropped the webhook meanwhile.
+    Respond {
+        hook: CorrelationId,
+        request_id: String,
+        response: HttpResponseRecord,
+    },
 }
 
 #[derive(Debug)]
@@ -141,12 +168,7 @@ impl OpSlot {
             },
             SlotKind::Wait(w) => w.done || !self.recorded,
             SlotKind::Hook(h) => {
-                h.invalid
-                    || (self.recorded
-                        && (!h.dispose_requested || h.disposed)
-                        && h.pending_responses
-                            .iter()
-                            .all(|(id, _)| h.responded.contains(id)))
+                h.invalid || (self.recorded && (!h.dispose_requested || h.disposed))
             }
         }
     }
@@ -168,12 +190,15 @@ impl OpSlot {
 #[derive(Debug)]
 pub(crate) struct RunState {
     pub run_id: RunId,
-    /// Every event known so far, in log order.
-    pub log: Vec<Event>,
-    /// How many of them have been delivered.
-    pub delivered: usize,
-    /// Log positions of recorded creations, by operation index.
-    creations: HashMap<u64, usize>,
+    /// Known events not delivered yet, in log order.
+    pending: VecDeque<Event>,
+    /// How many events of the log are known (delivered or pending): the
+    /// `seq` of the next one.
+    known: u64,
+    /// `seq`s of undelivered recorded creations, by operation index.
+    creations: HashMap<u64, u64>,
+    /// What the code asked to record, in program order (see [`Command`]).
+    pub commands: Vec<Command>,
     /// Operations issued so far, by index.
     pub ops: BTreeMap<u64, OpSlot>,
     next_index: u64,
@@ -229,9 +254,10 @@ impl RunState {
         let seed = (id as u64) ^ ((id >> 64) as u64);
         let mut state = RunState {
             run_id,
-            log: Vec::with_capacity(log.len()),
-            delivered: 0,
+            pending: VecDeque::with_capacity(log.len()),
+            known: 0,
             creations: HashMap::new(),
+            commands: Vec::new(),
             ops: BTreeMap::new(),
             next_index: 0,
             now: log.first().map(|e| e.at).unwrap_or_default(),
@@ -246,16 +272,28 @@ impl RunState {
     /// Adds newly read or appended events (which must continue the log).
     pub fn extend_log(&mut self, events: Vec<Event>) {
         for e in events {
-            if e.seq != self.log.len() as u64 {
+            if e.seq != self.known {
                 continue; // already known
             }
             if e.kind().is_creation() {
                 if let Some(i) = e.data.correlation_id().and_then(op_index) {
-                    self.creations.insert(i, self.log.len());
+                    self.creations.insert(i, e.seq);
                 }
             }
-            self.log.push(e);
+            self.known += 1;
+            self.pending.push_back(e);
         }
+    }
+
+    /// How many events of the log are known: the `seq` the next one gets.
+    pub fn known(&self) -> u64 {
+        self.known
+    }
+
+    /// Undelivered events held in memory and their payload bytes.
+    pub fn pending_footprint(&self) -> (usize, usize) {
+        let bytes = self.pending.iter().map(event_payload_bytes).sum();
+        (self.pending.len(), bytes)
     }
 
     fn mismatch(&mut self, position: u64, expected: String, found: String) {
@@ -269,11 +307,14 @@ impl RunState {
         }
     }
 
-    /// The recorded creation at the next position, if any.
+    /// The recorded creation of operation `index`, if it is known and not
+    /// delivered yet (a creation is delivered only after its operation is
+    /// issued, so one issued now can only find an undelivered one).
     fn recorded_creation(&self, index: u64) -> Option<&Event> {
-        self.creations
-            .get(&index)
-            .and_then(|&pos| self.log.get(pos))
+        let seq = *self.creations.get(&index)?;
+        let first = self.pending.front()?.seq;
+        self.pending
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)
     }
 
     /// Called when an operation's future is dropped: forgets its slot if
@@ -337,7 +378,37 @@ impl RunState {
                 waker: None,
             },
         );
+        self.commands.push(Command::Create(index));
         index
+    }
+
+    /// Asks to dispose hook `index` (recorded in program order).
+    pub fn request_dispose(&mut self, index: u64) {
+        let Some(slot) = self.ops.get_mut(&index) else {
+            return;
+        };
+        if let SlotKind::Hook(h) = &mut slot.kind {
+            if !h.disposed && !h.dispose_requested && h.conflict.is_none() && !h.invalid {
+                h.dispose_requested = true;
+                self.commands.push(Command::Dispose(index));
+            }
+        }
+    }
+
+    /// Records a manual answer to webhook request `request_id` of `hook`,
+    /// unless one is already waiting to be recorded.
+    pub fn respond(&mut self, hook: CorrelationId, request_id: &str, response: HttpResponseRecord) {
+        let waiting = self
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Respond { request_id: id, .. } if id == request_id));
+        if !waiting {
+            self.commands.push(Command::Respond {
+                hook,
+                request_id: request_id.to_string(),
+                response,
+            });
+        }
     }
 
     /// The token recorded for hook `index`, if its creation is in the log.
@@ -350,23 +421,34 @@ impl RunState {
         }
     }
 
-    /// Delivers the next undelivered event. Returns `false` at the live edge.
+    /// Delivers the next undelivered event and forgets it. Returns `false`
+    /// at the live edge.
     pub fn deliver_next(&mut self) -> bool {
-        if self.delivered >= self.log.len() {
+        let Some(event) = self.pending.pop_front() else {
             return false;
+        };
+        if event.kind().is_creation() {
+            if let Some(i) = event.data.correlation_id().and_then(op_index) {
+                if self.creations.get(&i) == Some(&event.seq) {
+                    self.creations.remove(&i);
+                }
+            }
         }
-        // Delivery updates the operations, never the log: move the log aside
-        // instead of cloning each event on the replay path.
-        let log = std::mem::take(&mut self.log);
-        let event = &log[self.delivered];
-        self.delivered += 1;
         self.now = self.now.max(event.at);
         self.deliver(event);
-        self.log = log;
         true
     }
 
-    fn deliver(&mut self, event: &Event) {
+    fn deliver(&mut self, event: Event) {
+        if let EventData::HookResponded { request_id, .. } = &event.data {
+            // Recorded: nothing is left to write for it (replay re-issues the
+            // answer before its record is delivered).
+            if let Some(i) = self.commands.iter().position(
+                |c| matches!(c, Command::Respond { request_id: id, .. } if id == request_id),
+            ) {
+                self.commands.remove(i);
+            }
+        }
         let Some(id) = event.data.correlation_id() else {
             return;
         };
@@ -379,37 +461,51 @@ impl RunState {
             return;
         };
         let kind = event.kind();
-        let run_id = self.run_id;
-        let Some(slot) = self.ops.get_mut(&index) else {
+        if !self.ops.contains_key(&index) {
             if kind.is_creation() {
                 let expected = describe_event(&event.data);
                 self.mismatch(index, expected, "no operation at this position".into());
             }
             return;
+        }
+        // Recorded now: nothing is left to write for these commands.
+        match kind {
+            k if k.is_creation() => self
+                .commands
+                .retain(|c| !matches!(c, Command::Create(i) if *i == index)),
+            EventKind::HookDisposed => self
+                .commands
+                .retain(|c| !matches!(c, Command::Dispose(i) if *i == index)),
+            _ => {}
+        }
+        let Some(slot) = self.ops.get_mut(&index) else {
+            return;
         };
-        match (&event.data, &mut slot.kind) {
+        match (event.data, &mut slot.kind) {
+            (EventData::WaitCreated { resume_at, .. }, SlotKind::Wait(w)) => {
+                // The recorded time decides, whatever the code computes now.
+                w.resume_at = resume_at;
+                slot.recorded = true;
+            }
             (EventData::StepCreated { .. }, SlotKind::Step(_))
-            | (EventData::WaitCreated { .. }, SlotKind::Wait(_))
             | (EventData::HookCreated { .. }, SlotKind::Hook(_)) => slot.recorded = true,
             (EventData::HookConflict { holder, .. }, SlotKind::Hook(h)) => {
                 slot.recorded = true;
-                h.conflict = Some(*holder);
+                h.conflict = Some(holder);
                 slot.wake();
             }
             (EventData::StepStarted { attempt, .. }, SlotKind::Step(s)) => {
-                s.attempts_started = s.attempts_started.max(*attempt);
+                s.attempts_started = s.attempts_started.max(attempt);
             }
             (EventData::StepRetrying { retry_at, .. }, SlotKind::Step(s)) => {
-                s.status = StepStatus::Retrying {
-                    retry_at: *retry_at,
-                };
+                s.status = StepStatus::Retrying { retry_at };
             }
             (EventData::StepCompleted { result, .. }, SlotKind::Step(s)) => {
-                s.status = StepStatus::Completed(result.clone());
+                s.status = StepStatus::Completed(result);
                 slot.wake();
             }
             (EventData::StepFailed { error, .. }, SlotKind::Step(s)) => {
-                s.status = StepStatus::Failed(error.clone());
+                s.status = StepStatus::Failed(error);
                 slot.wake();
             }
             (EventData::WaitCompleted { .. }, SlotKind::Wait(w)) => {
@@ -417,7 +513,7 @@ impl RunState {
                 slot.wake();
             }
             (EventData::HookReceived { payload, .. }, SlotKind::Hook(h)) => {
-                h.payloads.push_back(payload.clone());
+                h.payloads.push_back(payload);
                 slot.wake();
             }
             (EventData::HookDisposed { .. }, SlotKind::Hook(h)) => {
@@ -425,20 +521,66 @@ impl RunState {
                 h.dispose_requested = false;
                 slot.wake();
             }
-            (EventData::HookResponded { request_id, .. }, SlotKind::Hook(h)) => {
-                h.pending_responses.retain(|(id, _)| id != request_id);
-                h.responded.insert(request_id.clone());
-            }
+            (EventData::HookResponded { .. }, SlotKind::Hook(_)) => {}
             (data, _) => {
-                let expected = describe_event(data);
+                let expected = describe_event(&data);
                 let found = match &slot.kind {
                     SlotKind::Step(s) => describe(OpKind::Step, Some(&s.name)),
                     SlotKind::Wait(_) => describe(OpKind::Wait, None),
                     SlotKind::Hook(_) => describe(OpKind::Hook, None),
                 };
-                let _ = run_id;
                 self.mismatch(index, expected, found);
             }
         }
+    }
+}
+
+/// Bytes of payload an event carries (inputs, results, hook payloads).
+fn event_payload_bytes(e: &Event) -> usize {
+    match &e.data {
+        EventData::RunCreated { input, .. } => input.as_bytes().len(),
+        EventData::RunCompleted { output } => output.as_bytes().len(),
+        EventData::StepCompleted { result, .. } => result.as_bytes().len(),
+        EventData::HookReceived { payload, .. } => payload.as_bytes().len(),
+        EventData::HookCreated { metadata, .. } => {
+            metadata.as_ref().map_or(0, |m| m.as_bytes().len())
+        }
+        _ => 0,
+    }
+}
+
+thread_local! {
+    /// Set while a step attempt's closure or future runs on this thread.
+    static IN_STEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The panic payload of a workflow [`crate::Context`] used inside a step.
+#[derive(Debug)]
+pub(crate) struct ContextInStep(pub String);
+
+/// Runs `f` as part of a step attempt: the workflow context refuses to work
+/// inside it (see [`forbid_in_step`]).
+pub(crate) fn in_step<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_STEP.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_STEP.with(|c| c.replace(true)));
+    f()
+}
+
+/// Panics with [`ContextInStep`] if called inside a step attempt. A step runs
+/// only when live, never on replay, so a context operation inside it would
+/// change the run's replay state (operation order, random draws) in a way
+/// replay cannot repeat. The step attempt fails fatally with this message.
+pub(crate) fn forbid_in_step(what: &str) {
+    if IN_STEP.with(Cell::get) {
+        std::panic::panic_any(ContextInStep(format!(
+            "the workflow Context was used inside a step ({what}): a step runs only when live, \
+             never on replay, so it must not issue operations, draw random numbers or read the \
+             workflow clock; do that in the workflow body and pass the values into the step"
+        )));
     }
 }

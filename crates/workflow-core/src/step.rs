@@ -17,7 +17,11 @@ use serde::Serialize;
 use workflow_store::{CorrelationId, Payload, RunId};
 
 use crate::error::{StepError, WorkflowError};
-use crate::replay::{lock, AttemptOutcome, SharedState, SlotKind, StepStatus};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::replay::{
+    in_step, lock, AttemptOutcome, ContextInStep, SharedState, SlotKind, StepStatus,
+};
 
 /// Exponential backoff between attempts: `initial * factor^(attempt-1)`, capped at `max`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -232,46 +236,24 @@ where
                 }
                 StepStatus::Open | StepStatus::Retrying { .. } => {}
             }
+            let grant = if step.outcome.is_none() {
+                step.grant
+            } else {
+                None
+            };
+            step.running = grant.is_some();
             slot.waker = Some(cx.waker().clone());
-            match &mut slot.kind {
-                SlotKind::Step(step) if step.outcome.is_none() => step.grant,
-                _ => None,
-            }
+            grant
         };
-        if let Some(attempt) = grant {
-            if this.running.as_ref().map(|a| a.number) != Some(attempt) {
-                let ctx = StepContext {
-                    run_id: this.run_id,
-                    step_id: this.step_id.clone(),
-                    name: this.name.clone(),
-                    attempt,
-                };
-                let span = tracing::info_span!(
-                    "step",
-                    step = %this.step_id,
-                    name = %this.name,
-                    attempt,
-                );
-                this.running = Some(Attempt {
-                    number: attempt,
-                    fut: Box::pin(tracing::Instrument::instrument((this.f)(ctx), span)),
-                    deadline: this.timeout.map(|d| Box::pin(tokio::time::sleep(d))),
-                });
-            }
-        }
-        let Some(running) = this.running.as_mut() else {
+        let Some(attempt) = grant else {
+            // Not allowed to run (replaying, waiting for a retry, or the
+            // outcome is being recorded): an attempt left over is abandoned.
+            this.running = None;
             return Poll::Pending;
         };
-        let attempt = running.number;
-        let result = match running.fut.as_mut().poll(cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending => match running.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Err(StepError::retryable(format!(
-                    "attempt timed out after {} ms",
-                    this.timeout.unwrap_or_default().as_millis()
-                ))),
-                _ => return Poll::Pending,
-            },
+        let result = match this.poll_attempt(attempt, cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => return Poll::Pending,
         };
         this.running = None;
         let result = result.and_then(|value| {
@@ -284,6 +266,7 @@ where
         if let Some(slot) = st.ops.get_mut(&this.index) {
             if let SlotKind::Step(step) = &mut slot.kind {
                 step.grant = None;
+                step.running = false;
                 step.outcome = Some(AttemptOutcome {
                     attempt,
                     result,
@@ -297,8 +280,89 @@ where
     }
 }
 
+impl<T, F, Fut> Step<T, F, Fut>
+where
+    F: FnMut(StepContext) -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    /// Starts attempt `attempt` if it is not the one running, and polls it.
+    /// A panic in the closure or its future is a failed (retryable) attempt;
+    /// a workflow context used inside it is a fatal one.
+    fn poll_attempt(
+        &mut self,
+        attempt: u32,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<T, StepError>> {
+        if self.running.as_ref().map(|a| a.number) != Some(attempt) {
+            self.running = None;
+            let ctx = StepContext {
+                run_id: self.run_id,
+                step_id: self.step_id.clone(),
+                name: self.name.clone(),
+                attempt,
+            };
+            let span = tracing::info_span!(
+                "step",
+                step = %self.step_id,
+                name = %self.name,
+                attempt,
+            );
+            let f = &mut self.f;
+            let fut = match catch_unwind(AssertUnwindSafe(|| in_step(|| f(ctx)))) {
+                Ok(fut) => fut,
+                Err(panic) => return Poll::Ready(Err(panic_error(&self.name, panic))),
+            };
+            self.running = Some(Attempt {
+                number: attempt,
+                fut: Box::pin(tracing::Instrument::instrument(fut, span)),
+                deadline: self.timeout.map(|d| Box::pin(tokio::time::sleep(d))),
+            });
+        }
+        let Some(running) = self.running.as_mut() else {
+            return Poll::Pending;
+        };
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            in_step(|| running.fut.as_mut().poll(cx))
+        }));
+        match polled {
+            Ok(Poll::Ready(r)) => Poll::Ready(r),
+            Err(panic) => Poll::Ready(Err(panic_error(&self.name, panic))),
+            Ok(Poll::Pending) => match running.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(StepError::retryable(format!(
+                    "attempt timed out after {} ms",
+                    self.timeout.unwrap_or_default().as_millis()
+                )))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// The failed attempt a panic inside a step makes: retryable with the panic
+/// message, or fatal when the panic was a workflow context used in the step.
+fn panic_error(name: &str, panic: Box<dyn std::any::Any + Send>) -> StepError {
+    if let Some(ContextInStep(message)) = panic.downcast_ref::<ContextInStep>() {
+        tracing::error!(step = name, "{message}");
+        return StepError::fatal(message);
+    }
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic with a non-text payload".into());
+    tracing::warn!(step = name, panic = %message, "step attempt panicked");
+    StepError::retryable(format!("the step panicked: {message}"))
+}
+
 impl<T, F, Fut> Drop for Step<T, F, Fut> {
     fn drop(&mut self) {
-        lock(&self.state).release_op(self.index);
+        // The running attempt (if any) is dropped with the step: cancelled.
+        let mut st = lock(&self.state);
+        if let Some(slot) = st.ops.get_mut(&self.index) {
+            if let SlotKind::Step(step) = &mut slot.kind {
+                step.running = false;
+            }
+        }
+        st.release_op(self.index);
     }
 }

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use workflow_store::{HttpResponseRecord, WebhookResponse};
+use workflow_store::{CorrelationId, HttpResponseRecord, WebhookResponse};
 
 use crate::hook::{encode_token_for_path, Hook, HookError, HookOptions};
-use crate::replay::{lock, SharedState, SlotKind};
+use crate::replay::{lock, SharedState};
 
 /// The path prefix under which webhooks are served.
 pub const WEBHOOK_PATH_PREFIX: &str = "/.well-known/workflow/v1/webhook/";
@@ -153,7 +153,7 @@ pub struct WebhookRequest {
 #[derive(Clone)]
 struct Responder {
     state: SharedState,
-    index: u64,
+    hook: CorrelationId,
 }
 
 impl std::fmt::Debug for Responder {
@@ -164,7 +164,7 @@ impl std::fmt::Debug for Responder {
 
 impl PartialEq for Responder {
     fn eq(&self, other: &Self) -> bool {
-        self.index == other.index
+        self.hook == other.hook
     }
 }
 
@@ -204,25 +204,15 @@ impl WebhookRequest {
     }
 
     /// Answers this request (manual webhooks). Recorded as `hook_responded` at
-    /// the workflow's next pause and released to the waiting caller; replay
-    /// finds the recorded answer and does not answer again. On webhooks of
-    /// other modes the answer is recorded but nobody waits for it.
+    /// the workflow's next pause, in program order with the workflow's other
+    /// operations, and released to the waiting caller; replay finds the
+    /// recorded answer and does not answer again. It works after the
+    /// [`Webhook`] handle is dropped. The caller gets the first answer given;
+    /// on webhooks of other modes the answer is recorded but nobody waits for it.
     pub fn respond(&self, response: http::Response<Bytes>) {
         let Some(r) = &self.responder else { return };
-        let mut st = lock(&r.state);
-        if let Some(slot) = st.ops.get_mut(&r.index) {
-            if let SlotKind::Hook(h) = &mut slot.kind {
-                if !h.responded.contains(&self.request_id)
-                    && !h
-                        .pending_responses
-                        .iter()
-                        .any(|(id, _)| *id == self.request_id)
-                {
-                    h.pending_responses
-                        .push((self.request_id.clone(), response_record(&response)));
-                }
-            }
-        }
+        crate::replay::forbid_in_step("WebhookRequest::respond");
+        lock(&r.state).respond(r.hook.clone(), &self.request_id, response_record(&response));
     }
 }
 
@@ -253,7 +243,7 @@ impl Webhook {
         let mut request = self.hook.next().await?;
         request.responder = Some(Responder {
             state: self.hook.state.clone(),
-            index: self.hook.index,
+            hook: self.hook.id.clone(),
         });
         Ok(request)
     }

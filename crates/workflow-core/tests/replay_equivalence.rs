@@ -1,15 +1,31 @@
 //! Replay equivalence: generated workflow programs give the same result and
-//! the same log (ignoring timestamps) whether they run straight through or are
-//! interrupted by engine crashes and cache drops at random moments, on
-//! MemoryStore and on SledStore.
+//! the same log (ignoring timestamps and attempt bookkeeping) whether they run
+//! straight through or are interrupted by engine crashes and cache drops at
+//! random moments, on MemoryStore and on SledStore; and the code replays the
+//! disrupted run's log without a mismatch (`check_replay`).
+//!
+//! Programs mix sequential and parallel steps that fail a few times, step
+//! panics, steps longer than the lease, durable sleeps, deterministic random
+//! draws, and races: a short timer against a slow step, and a hook payload
+//! (sent by the harness as soon as the hook exists) against a slow step. The
+//! races have margins wide enough that the winner is the same in every run, so
+//! they test that the driver delivers timers and payloads while steps run.
+//!
+//! A crash loses the attempt in progress, and the engine that takes over
+//! counts it: the disrupted log then has more `step_started`/`step_retrying`
+//! events, so those are left out of the comparison, and steps fail by how
+//! often they have *executed* (not by attempt number) with a generous
+//! `max_attempts`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::FutureExt;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use workflow_core::{Backoff, Context, Engine, StepError, StepOptions, WorkflowError};
+use workflow_core::{Backoff, Context, Engine, HookOptions, StepError, StepOptions, WorkflowError};
 use workflow_store::{Event, EventData, MemoryStore, RunId, SledStore, Store};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +41,15 @@ enum Instr {
         ms: u8,
     },
     Random,
+    /// A step that panics on its first execution.
+    Panic,
+    /// A step that runs for three lease lengths, waking every 5 ms.
+    Long,
+    /// `select_biased!` of a 5 ms timer and a 400 ms step: the timer wins.
+    TimerBeatsStep,
+    /// `select_biased!` of a hook (its payload sent when the hook exists) and
+    /// a 400 ms step: the payload wins.
+    PayloadBeatsStep,
 }
 
 fn instr() -> impl Strategy<Value = Instr> {
@@ -33,6 +58,10 @@ fn instr() -> impl Strategy<Value = Instr> {
         2 => prop::collection::vec(0..2u8, 2..4).prop_map(Instr::Parallel),
         2 => (0..40u8).prop_map(|ms| Instr::Sleep { ms }),
         1 => Just(Instr::Random),
+        1 => Just(Instr::Panic),
+        1 => Just(Instr::TimerBeatsStep),
+        1 => Just(Instr::PayloadBeatsStep),
+        1 => Just(Instr::Long),
     ]
 }
 
@@ -49,56 +78,90 @@ fn disruption() -> impl Strategy<Value = (u8, Disruption)> {
     )
 }
 
+/// Lease of the engines under test; `Instr::Long` runs three times as long.
+const LEASE: Duration = Duration::from_millis(150);
+
 fn opts() -> StepOptions {
-    StepOptions::default().max_attempts(3).backoff(Backoff {
+    // Crashes add lost attempts: room for them on top of the planned failures.
+    StepOptions::default().max_attempts(12).backoff(Backoff {
         initial: Duration::from_millis(3),
         factor: 2.0,
         max: Duration::from_millis(10),
     })
 }
 
+/// Executions of each step so far, by (run, tag, step id): steps fail by how
+/// often they ran, whatever attempt numbers crashes used up.
+fn executions() -> &'static Mutex<HashMap<(RunId, u8, String), u32>> {
+    static EXECUTIONS: std::sync::OnceLock<Mutex<HashMap<(RunId, u8, String), u32>>> =
+        std::sync::OnceLock::new();
+    EXECUTIONS.get_or_init(Default::default)
+}
+
+/// Counts this execution of the step; returns how many ran before it.
+fn executed_before(s: &workflow_core::StepContext, tag: u8) -> u32 {
+    let mut map = executions().lock().unwrap();
+    let n = map
+        .entry((s.run_id(), tag, s.step_id().to_string()))
+        .or_insert(0);
+    *n += 1;
+    *n - 1
+}
+
 async fn attempt_step(
     s: workflow_core::StepContext,
+    tag: u8,
     fail: u8,
     fatal: bool,
 ) -> Result<String, StepError> {
+    let before = executed_before(&s, tag);
     tokio::time::sleep(Duration::from_millis(2)).await;
     if fatal {
         return Err(StepError::fatal(format!("{} is fatal", s.step_id())));
     }
-    if s.attempt() <= u32::from(fail) {
-        return Err(StepError::retryable(format!(
-            "{} attempt {}",
-            s.step_id(),
-            s.attempt()
-        )));
+    if before < u32::from(fail) {
+        return Err(StepError::retryable(format!("{} failing", s.step_id())));
     }
-    Ok(format!("{}@{}", s.step_id(), s.attempt()))
+    Ok(format!("{} ok", s.step_id()))
 }
 
-async fn interpret(ctx: Context, program: Vec<Instr>) -> Result<Vec<String>, WorkflowError> {
+/// A step's result as the program reports it: its value, or that it failed
+/// (the message names an attempt count, which crashes may raise).
+fn report(r: Result<String, WorkflowError>, name: &str) -> String {
+    r.unwrap_or_else(|_| format!("err:{name}"))
+}
+
+async fn slow_step(ms: u64) -> Result<String, StepError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok("step".to_string())
+}
+
+fn hook_token(run: RunId, tag: u8, i: usize) -> String {
+    format!("race:{run}:{tag}:{i}")
+}
+
+async fn interpret(
+    ctx: Context,
+    (tag, program): (u8, Vec<Instr>),
+) -> Result<Vec<String>, WorkflowError> {
     let mut out = Vec::new();
     for (i, ins) in program.into_iter().enumerate() {
         match ins {
             Instr::Step { fail, fatal } => {
+                let name = format!("s{i}");
                 let r = ctx
-                    .step_with(&format!("s{i}"), opts(), move |s| {
-                        attempt_step(s, fail, fatal)
-                    })
+                    .step_with(&name, opts(), move |s| attempt_step(s, tag, fail, fatal))
                     .await;
-                out.push(match r {
-                    Ok(v) => v,
-                    Err(e) => format!("err:{e}"),
-                });
+                out.push(report(r, &name));
             }
             Instr::Parallel(fails) => {
                 let steps = fails.into_iter().enumerate().map(|(j, fail)| {
                     ctx.step_with(&format!("p{i}.{j}"), opts(), move |s| {
-                        attempt_step(s, fail, false)
+                        attempt_step(s, tag, fail, false)
                     })
                 });
-                for r in join_all(steps).await {
-                    out.push(r.unwrap_or_else(|e| format!("err:{e}")));
+                for (j, r) in join_all(steps).await.into_iter().enumerate() {
+                    out.push(report(r, &format!("p{i}.{j}")));
                 }
             }
             Instr::Sleep { ms } => {
@@ -106,15 +169,84 @@ async fn interpret(ctx: Context, program: Vec<Instr>) -> Result<Vec<String>, Wor
                 out.push(format!("slept {ms}"));
             }
             Instr::Random => out.push(format!("rand {}", ctx.random::<u32>())),
+            Instr::Panic => {
+                let name = format!("panic{i}");
+                let r = ctx
+                    .step_with(&name, opts(), move |s| async move {
+                        if executed_before(&s, tag) == 0 {
+                            panic!("{} panics once", s.step_id());
+                        }
+                        Ok::<_, StepError>("recovered".to_string())
+                    })
+                    .await;
+                out.push(report(r, &name));
+            }
+            Instr::Long => {
+                let name = format!("long{i}");
+                let r = ctx
+                    .step_with(&name, opts(), |_| async {
+                        let wakes = 3 * LEASE.as_millis() / 5;
+                        for _ in 0..wakes {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Ok::<_, StepError>("long done".to_string())
+                    })
+                    .await;
+                out.push(report(r, &name));
+            }
+            Instr::TimerBeatsStep => {
+                let slow = ctx.step_with(&format!("slow{i}"), opts(), |_| slow_step(400));
+                let timer = ctx.sleep(Duration::from_millis(5));
+                futures::pin_mut!(slow);
+                futures::select_biased! {
+                    t = timer.fuse() => t?,
+                    _ = slow.fuse() => return Err(WorkflowError::fatal("a 400 ms step beat a 5 ms timer")),
+                };
+                out.push("timer".to_string());
+            }
+            Instr::PayloadBeatsStep => {
+                let mut hook =
+                    ctx.create_hook::<String>(HookOptions::token(hook_token(ctx.run_id(), tag, i)));
+                let slow = ctx.step_with(&format!("slow{i}"), opts(), |_| slow_step(400));
+                futures::pin_mut!(slow);
+                let payload = futures::select_biased! {
+                    p = hook.next().fuse() => p?,
+                    _ = slow.fuse() => return Err(WorkflowError::fatal("a 400 ms step beat a payload sent at once")),
+                };
+                out.push(payload);
+            }
         }
     }
     Ok(out)
 }
 
+/// Sends each hook of `program` its payload as soon as the hook exists.
+async fn send_payloads(store: Arc<dyn Store>, run: RunId, tag: u8, program: Vec<Instr>) {
+    let engine = Engine::builder(store).build();
+    for (i, ins) in program.iter().enumerate() {
+        if !matches!(ins, Instr::PayloadBeatsStep) {
+            continue;
+        }
+        let token = hook_token(run, tag, i);
+        loop {
+            if let Ok(Some(_)) = engine.get_hook(&token).await {
+                if engine
+                    .resume_hook(&token, &format!("payload {i}"))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
 fn engine<S: Store + Clone>(store: S) -> Engine {
     let e = Engine::builder(store)
         .workflow("program", interpret)
-        .lease_ttl(Duration::from_millis(150))
+        .lease_ttl(LEASE)
         .poll_interval(Duration::from_millis(10))
         .build();
     e.start_workers();
@@ -128,9 +260,11 @@ fn normalized(log: &[Event]) -> (Vec<String>, std::collections::BTreeMap<String,
     let mut ops: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for e in log {
         let text = match &e.data {
-            EventData::StepRetrying { step, error, .. } => {
-                format!("retrying {step} {}", error.message)
-            }
+            // Attempt bookkeeping: crashes add lost attempts (and may leave a
+            // step that lost a race with a retry to abandon).
+            EventData::StepStarted { .. }
+            | EventData::StepRetrying { .. }
+            | EventData::StepFailed { .. } => continue,
             EventData::WaitCreated { wait, .. } => format!("wait_created {wait}"),
             EventData::StepCompleted { step, result } => {
                 format!("completed {step} {:?}", result.as_bytes())
@@ -146,8 +280,10 @@ fn normalized(log: &[Event]) -> (Vec<String>, std::collections::BTreeMap<String,
     (run, ops)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_program<S: Store + Clone>(
     store: S,
+    tag: u8,
     program: &[Instr],
     run: RunId,
     disruptions: &[(u8, Disruption)],
@@ -157,10 +293,19 @@ async fn run_program<S: Store + Clone>(
     let mut e = engine(store.clone());
     // Starting may fail on a faulty store; start_with_id is idempotent.
     let mut tries = 0;
-    while let Err(err) = e.start_with_id(run, "program", &program.to_vec()).await {
+    while let Err(err) = e
+        .start_with_id(run, "program", &(tag, program.to_vec()))
+        .await
+    {
         tries += 1;
         assert!(tries < 100, "start kept failing: {err}");
     }
+    let sender = tokio::spawn(send_payloads(
+        Arc::new(store.clone()),
+        run,
+        tag,
+        program.to_vec(),
+    ));
     for (delay, d) in disruptions {
         tokio::time::sleep(Duration::from_millis(u64::from(*delay))).await;
         let mid_run = !matches!(store.get_run(run).await, Ok(Some(r)) if r.status.is_terminal());
@@ -184,6 +329,7 @@ async fn run_program<S: Store + Clone>(
         .expect("the run did not finish within 30 s")
         .unwrap();
     e.shutdown().await;
+    sender.abort();
     out
 }
 
@@ -231,16 +377,34 @@ fn check_equivalence_with<S: Store + Clone, P: Store>(
                 let run = RunId::new();
                 // The reference: straight through on a fresh MemoryStore.
                 let straight = MemoryStore::new();
-                let out_a = run_program(straight.clone(), &program, run, &[], &hits, &|| {}).await;
+                let out_a =
+                    run_program(straight.clone(), 0, &program, run, &[], &hits, &|| {}).await;
                 let log_a = straight.read_log(run).await.unwrap();
                 let store = make();
-                let out_b = run_program(store.clone(), &program, run, &disruptions, &hits, &|| {
-                    heal(&store)
-                })
+                let out_b = run_program(
+                    store.clone(),
+                    1,
+                    &program,
+                    run,
+                    &disruptions,
+                    &hits,
+                    &|| heal(&store),
+                )
                 .await;
-                let log_b = plain(&store).read_log(run).await.unwrap();
+                let plain = plain(&store);
+                let log_b = plain.read_log(run).await.unwrap();
                 prop_assert_eq!(&out_a, &out_b, "results differ");
                 prop_assert_eq!(normalized(&log_a), normalized(&log_b), "logs differ");
+                // The disrupted history, attempts and all, replays cleanly.
+                let checker = Engine::builder(plain)
+                    .workflow("program", interpret)
+                    .build();
+                let report = checker.check_replay().await.unwrap();
+                prop_assert!(
+                    report.is_clean(),
+                    "replay mismatch: {:?}",
+                    report.mismatches
+                );
                 Ok(())
             })
         })
