@@ -21,10 +21,11 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add another.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "runs, events, ops, tokens, hooks, queue",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "runs, events, ops, tokens, hooks, queue",
+        sql: r#"
 CREATE TABLE {s}.runs (
     id          uuid PRIMARY KEY,
     workflow    text NOT NULL,
@@ -83,7 +84,16 @@ CREATE TABLE {s}.queue (
 );
 CREATE INDEX queue_due ON {s}.queue (due, run_id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "queue: parked (blocked) runs; due is NULL when nothing makes a run due",
+        sql: r#"
+ALTER TABLE {s}.queue ADD COLUMN parked boolean NOT NULL DEFAULT false;
+ALTER TABLE {s}.queue ALTER COLUMN due DROP NOT NULL;
+"#,
+    },
+];
 
 /// The newest migration this build knows.
 pub(crate) fn latest_version() -> i32 {
@@ -206,7 +216,8 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
 const RUN_COLS: &str = "id, workflow, status, error, created_at, updated_at, next_seq";
 /// The columns of a `queue` row, in the order [`crate::view`] decodes them.
 const QUEUE_COLS: &str =
-    "run_id, wake_gen, wake_due, timer_ids, timer_dues, lease_id, lease_expires, lease_wake";
+    "run_id, wake_gen, wake_due, timer_ids, timer_dues, lease_id, lease_expires, lease_wake, \
+     parked";
 
 /// Every statement the store runs, with its schema spliced in.
 #[derive(Debug)]
@@ -334,12 +345,13 @@ impl Sql {
             ),
             queue_upsert: format!(
                 "INSERT INTO {s}.queue (run_id, due, wake_gen, wake_due, timer_ids, timer_dues, \
-                 lease_id, lease_expires, lease_wake) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 lease_id, lease_expires, lease_wake, parked) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (run_id) DO UPDATE SET due = EXCLUDED.due, \
                  wake_gen = EXCLUDED.wake_gen, wake_due = EXCLUDED.wake_due, \
                  timer_ids = EXCLUDED.timer_ids, timer_dues = EXCLUDED.timer_dues, \
                  lease_id = EXCLUDED.lease_id, lease_expires = EXCLUDED.lease_expires, \
-                 lease_wake = EXCLUDED.lease_wake"
+                 lease_wake = EXCLUDED.lease_wake, parked = EXCLUDED.parked"
             ),
             queue_delete: format!("DELETE FROM {s}.queue WHERE run_id = $1"),
             next_due: format!("SELECT min(due) FROM {s}.queue"),

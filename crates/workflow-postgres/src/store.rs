@@ -88,8 +88,9 @@ const CHANGE_FEED_CAPACITY: usize = 4096;
 /// In the configured schema: `runs` (indexed by status), `events` (primary
 /// key `(run_id, seq)`, the [`Event`] in the codec's envelope in `body`, plus
 /// `at` and `kind` for people reading the table), `ops`, `tokens` (live hooks,
-/// primary key `token`), `hooks`, `queue` (indexed by effective `due`, with the
-/// lease in columns) and `schema_migrations`. Run and lease ids are `uuid`s
+/// primary key `token`), `hooks`, `queue` (indexed by effective `due`, which
+/// is NULL while nothing makes the run due, e.g. a parked (blocked) run with
+/// only timers; the lease in columns) and `schema_migrations`. Run and lease ids are `uuid`s
 /// holding the ULID's 16 bytes. A row that does not decode is
 /// [`StoreError::Corrupt`] for the operations that read it; other runs are
 /// unaffected.

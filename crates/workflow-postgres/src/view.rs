@@ -482,6 +482,7 @@ pub(crate) fn decode_queue(row: &Row) -> Result<(RunId, QueueEntry), StoreError>
     let lease_id: Option<Uuid> = col(row, 5, what, &key)?;
     let lease_expires: Option<i64> = col(row, 6, what, &key)?;
     let lease_wake: Option<i64> = col(row, 7, what, &key)?;
+    let parked: bool = col(row, 8, what, &key)?;
     let lease = match (lease_id, lease_expires, lease_wake) {
         (Some(id), Some(expires), Some(wake)) => Some(Lease {
             run_id: run,
@@ -507,6 +508,7 @@ pub(crate) fn decode_queue(row: &Row) -> Result<(RunId, QueueEntry), StoreError>
                 .transpose()?,
             timers,
             lease,
+            parked,
         },
     ))
 }
@@ -634,14 +636,15 @@ pub(crate) fn write_steps<'a>(
 
     for (run, (_, entry)) in &changes.queue {
         let id = p(Uuid(run.as_u128()));
-        let due = entry.as_ref().and_then(|e| Some((e, e.effective_due()?)));
-        steps.push(match due {
+        steps.push(match entry {
             None => Step::Query(&sql.queue_delete, vec![id]),
-            Some((e, due)) => Step::Query(
+            // `due` is NULL while nothing makes the run due (a parked run with
+            // only timers): the row is kept, but no due query finds it.
+            Some(e) => Step::Query(
                 &sql.queue_upsert,
                 vec![
                     id,
-                    p(to_i64(due.0)),
+                    p(e.effective_due().map(|due| to_i64(due.0))),
                     p(to_i64(e.wake_gen)),
                     p(e.wake_due.map(|t| to_i64(t.0))),
                     p(e.timers
@@ -652,6 +655,7 @@ pub(crate) fn write_steps<'a>(
                     p(e.lease.as_ref().map(|l| Uuid(l.id.as_u128()))),
                     p(e.lease.as_ref().map(|l| to_i64(l.expires_at.0))),
                     p(e.lease.as_ref().map(|l| to_i64(l.wake))),
+                    p(e.parked),
                 ],
             ),
         });

@@ -216,3 +216,63 @@ async fn without_notifications_there_is_no_feed() {
         "{debug}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_migrated_with_its_queue() {
+    let Some(url) = url_or_skip("a_version_1_schema_is_migrated_with_its_queue") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let clock = Arc::new(ManualClock::new(START));
+    let schema = schemas.fresh();
+    let store = schemas
+        .store(&schema, clock.clone() as Arc<dyn Clock>)
+        .await
+        .expect("store");
+    let run = new_run(&store, "wf").await;
+    drop(store);
+    // Turn the schema back into what version 1 made (the queue row stays).
+    exec(
+        &url,
+        &format!(
+            "ALTER TABLE \"{schema}\".queue DROP COLUMN parked;
+             ALTER TABLE \"{schema}\".queue ALTER COLUMN due SET NOT NULL;
+             DELETE FROM \"{schema}\".schema_migrations WHERE version >= 2;"
+        ),
+    )
+    .await
+    .expect("downgrade to version 1");
+    let store = schemas
+        .store(&schema, clock.clone() as Arc<dyn Clock>)
+        .await
+        .expect("migrate from version 1");
+    assert!(PostgresStore::schema_version() >= 2);
+    // The old row reads back (not parked), and a parked row with only a
+    // timer is kept with a NULL due.
+    let lease = store.lease_due(10, TTL).await.expect("lease").remove(0);
+    assert_eq!(lease.run_id, run);
+    let at = START.saturating_add(std::time::Duration::from_secs(5));
+    store
+        .append(
+            run,
+            vec![
+                workflow_store::EventData::RunStarted,
+                workflow_store::conformance::wait_created("wait:0", at),
+                workflow_store::EventData::RunBlocked {
+                    error: workflow_store::ErrorRecord::new("nondeterminism"),
+                },
+            ],
+            Some(lease.id),
+        )
+        .await
+        .expect("block");
+    store.release_lease(&lease).await.expect("release");
+    clock.advance(std::time::Duration::from_secs(10));
+    assert_eq!(store.next_due().await.expect("next_due"), None);
+    assert!(store.lease_due(10, TTL).await.expect("lease").is_empty());
+    store
+        .append(run, vec![workflow_store::EventData::RunStarted], None)
+        .await
+        .expect("start again");
+    assert_eq!(store.next_due().await.expect("next_due"), Some(at));
+}

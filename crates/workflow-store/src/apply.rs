@@ -330,10 +330,25 @@ fn apply_event(
         EventData::RunStarted => {
             run.status = RunStatus::Running;
             run.error = None;
+            // The run runs again: its timers count again.
+            if let Some(mut entry) = st.queue(run_id)? {
+                if entry.parked {
+                    entry.parked = false;
+                    st.put_queue(run_id, entry)?;
+                }
+            }
         }
         EventData::RunBlocked { error } => {
             run.status = RunStatus::Blocked;
             run.error = Some(error.clone());
+            // Park it: until `run_started`, only a wake-up makes it due, so
+            // a timer that comes due does not hand it back to an engine that
+            // would only find it blocked again.
+            let mut entry = st.queue(run_id)?.unwrap_or_default();
+            if !entry.parked {
+                entry.parked = true;
+                st.put_queue(run_id, entry)?;
+            }
         }
         EventData::RunCompleted { .. } | EventData::RunFailed { .. } | EventData::RunCancelled => {
             run.status = match &data {

@@ -266,14 +266,25 @@ pub struct QueueEntry {
     pub timers: BTreeMap<CorrelationId, Timestamp>,
     /// The current lease, if any.
     pub lease: Option<Lease>,
+    /// The run is blocked: `run_blocked` was appended and no `run_started`
+    /// since. Its timers are kept but do not make it due; only a wake-up
+    /// (an explicit [`crate::Store::wake`], a hook received) or an expired
+    /// lease does. Set by appending `run_blocked`, cleared by `run_started`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 impl QueueEntry {
     /// When the run next needs an engine's attention: its lease's expiry while
-    /// leased (so a crashed holder's run is taken over), else its earliest due item.
+    /// leased (so a crashed holder's run is taken over); else, while parked,
+    /// its pending wake-up only; else its earliest due item (wake-up, timer or
+    /// retry).
     pub fn effective_due(&self) -> Option<Timestamp> {
         if let Some(lease) = &self.lease {
             return Some(lease.expires_at);
+        }
+        if self.parked {
+            return self.wake_due;
         }
         let timers = self.timers.values().copied().min();
         match (self.wake_due, timers) {
@@ -282,9 +293,11 @@ impl QueueEntry {
         }
     }
 
-    /// Whether the entry holds nothing and can be deleted.
+    /// Whether the entry holds nothing and can be deleted: no wake-up, no
+    /// timers, no lease, and not parked (a parked entry is kept, so that a
+    /// timer armed while the run is blocked does not make it due either).
     pub fn is_empty(&self) -> bool {
-        self.wake_due.is_none() && self.timers.is_empty() && self.lease.is_none()
+        self.wake_due.is_none() && self.timers.is_empty() && self.lease.is_none() && !self.parked
     }
 }
 

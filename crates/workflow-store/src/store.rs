@@ -57,6 +57,11 @@ pub trait Store: Send + Sync + 'static {
     /// Effects on the queue: `wait_created` arms a timer due at `resume_at`,
     /// `step_retrying` one due at `retry_at`; `wait_completed` and the step's
     /// next event clear them; a terminal run event removes the run from the queue.
+    /// `run_blocked` *parks* the run: its timers stay armed but no longer make
+    /// it due, only a wake-up ([`wake`](Store::wake), a hook received) does, so
+    /// a blocked run is inert instead of being handed back to engines that
+    /// would only find it blocked again; `run_started` unparks it, and its
+    /// timers count again.
     async fn append(
         &self,
         run: RunId,
@@ -110,11 +115,15 @@ pub trait Store: Send + Sync + 'static {
         Ok((self.resume_hook(token, payload).await?, mode))
     }
 
-    /// Makes a run due now (for example after a cancel request).
+    /// Makes a run due now (for example after a cancel request), parked or
+    /// not: this is how an explicit retry reaches a blocked run. Releasing the
+    /// lease taken for it clears the wake-up, so a run still blocked is inert
+    /// again.
     async fn wake(&self, run: RunId) -> Result<(), StoreError>;
 
     /// Leases up to `limit` runs that are due now (a wake-up, a timer or retry
-    /// that has come due, or an expired lease), each for `ttl`, earliest due first.
+    /// that has come due unless the run is parked, or an expired lease), each
+    /// for `ttl`, earliest due first.
     /// A leased run is not returned again until its lease is released or expires.
     async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError>;
 

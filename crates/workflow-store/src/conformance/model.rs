@@ -2,10 +2,11 @@
 //! and to a reference model; every observable result must agree.
 //!
 //! The model is deliberately naive: it keeps each run's log as a `Vec` and
-//! derives everything (status, live hooks, open operations, due times) by
-//! scanning logs, so it shares no code with [`crate::apply`]. Operations draw
-//! their runs, correlation ids and tokens from small pools, so duplicates,
-//! unknown ids, token conflicts and writes to ended runs come up often.
+//! derives everything (status, live hooks, open operations, due times, whether
+//! a blocked run is parked) by scanning logs, so it shares no code with
+//! [`crate::apply`]. Operations draw their runs, correlation ids and tokens
+//! from small pools, so duplicates, unknown ids, token conflicts and writes to
+//! ended runs come up often.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -99,7 +100,7 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
         1 => Just(EventSpec::Completed),
         1 => Just(EventSpec::Failed),
         1 => Just(EventSpec::Cancelled),
-        1 => Just(EventSpec::Blocked),
+        3 => Just(EventSpec::Blocked),
         4 => op.clone().prop_map(EventSpec::StepCreated),
         2 => op.clone().prop_map(EventSpec::StepStarted),
         3 => op.clone().prop_map(EventSpec::StepCompleted),
@@ -300,9 +301,26 @@ impl ModelRun {
             .collect()
     }
 
+    /// Whether `run_blocked` was recorded since the last `run_started`: the
+    /// run is parked, and only a wake-up makes it due.
+    fn parked(&self) -> bool {
+        self.log
+            .iter()
+            .rev()
+            .find_map(|e| match e.kind() {
+                EventKind::RunStarted => Some(false),
+                EventKind::RunBlocked => Some(true),
+                _ => None,
+            })
+            .unwrap_or(false)
+    }
+
     fn due(&self) -> Option<Timestamp> {
         if self.status().is_terminal() {
             return None;
+        }
+        if self.parked() {
+            return self.wake;
         }
         self.timers().into_iter().chain(self.wake).min()
     }

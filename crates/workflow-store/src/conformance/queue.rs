@@ -1,5 +1,5 @@
 //! The work queue: timers and retries come due at their time, not before,
-//! and no due work is lost.
+//! no due work is lost, and a blocked run's timers wait until it runs again.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,6 +13,7 @@ pub async fn run<B: Backend>(b: &B) {
     timers_are_due_at_their_time(b).await;
     retries_are_due_at_retry_at(b).await;
     nothing_due_is_lost(b).await;
+    blocked_runs_are_parked(b).await;
 }
 
 async fn drain<S: Store>(store: &S) {
@@ -180,4 +181,113 @@ pub async fn nothing_due_is_lost<B: Backend>(b: &B) {
     }
     assert_eq!(seen.len(), runs.len(), "queue: due runs were never leased");
     assert_eq!(store.next_due().await.expect("next_due"), None);
+}
+
+/// A blocked run is parked: its timers do not make it due (neither
+/// `lease_due` nor `next_due` reports it) until `run_started`; a wake-up makes
+/// it due once, and releasing the lease taken for it leaves it inert again.
+pub async fn blocked_runs_are_parked<B: Backend>(b: &B) {
+    let (store, clock) = fresh(b).await;
+    let run = new_run(&store, "wf").await;
+    let lease = store.lease_due(10, TTL).await.expect("lease").remove(0);
+    let at = super::START.saturating_add(Duration::from_secs(10));
+    store
+        .append(
+            run,
+            vec![
+                EventData::RunStarted,
+                wait_created("wait:0", at),
+                EventData::RunBlocked {
+                    error: ErrorRecord::new("nondeterminism"),
+                },
+            ],
+            Some(lease.id),
+        )
+        .await
+        .expect("block");
+    store.release_lease(&lease).await.expect("release");
+    clock.advance(Duration::from_secs(20));
+    assert!(
+        store.lease_due(10, TTL).await.expect("lease").is_empty(),
+        "queue: a blocked run was leased for its due timer"
+    );
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "queue: next_due reports a blocked run's timer"
+    );
+
+    // An explicit wake (a retry) makes it due, once.
+    store.wake(run).await.expect("wake");
+    let now = clock_now(&store);
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        Some(now),
+        "queue: a woken blocked run is not due now"
+    );
+    let leased = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(leased.len(), 1, "queue: a woken blocked run was not leased");
+    assert_eq!(leased[0].run_id, run);
+    store.release_lease(&leased[0]).await.expect("release");
+    assert!(
+        store.lease_due(10, TTL).await.expect("lease").is_empty(),
+        "queue: a blocked run stayed due after the woken lease was released"
+    );
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "queue: a released blocked run still has a due time"
+    );
+
+    // Running again: the timer counts again (it is overdue).
+    store
+        .append(run, vec![EventData::RunStarted], None)
+        .await
+        .expect("start again");
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        Some(at),
+        "queue: run_started did not restore the timer"
+    );
+    let leased = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(
+        leased.len(),
+        1,
+        "queue: a restarted run's overdue timer was not leased"
+    );
+    store.release_lease(&leased[0]).await.expect("release");
+
+    // Blocked with no queue entry at all, then a timer armed: still inert.
+    let other = new_run(&store, "wf").await;
+    drain(&store).await;
+    store
+        .append(
+            other,
+            vec![
+                EventData::RunStarted,
+                EventData::RunBlocked {
+                    error: ErrorRecord::new("unregistered"),
+                },
+            ],
+            None,
+        )
+        .await
+        .expect("block");
+    let soon = clock_now(&store).saturating_add(Duration::from_secs(1));
+    store
+        .append(other, vec![wait_created("wait:0", soon)], None)
+        .await
+        .expect("arm while blocked");
+    clock.advance(Duration::from_secs(2));
+    let leased: Vec<_> = store
+        .lease_due(10, TTL)
+        .await
+        .expect("lease")
+        .into_iter()
+        .map(|l| l.run_id)
+        .collect();
+    assert!(
+        !leased.contains(&other),
+        "queue: a timer armed while blocked made the run due"
+    );
 }
