@@ -306,7 +306,7 @@ pub(crate) async fn drive(
     let stopping = *stop.borrow();
     let mut d = Driver {
         inner,
-        takeover: false, // TAKEOVER-PENDING
+        takeover: lease.taken_over,
         lease,
         inst,
         prefix: Vec::new(),

@@ -92,9 +92,10 @@ fn opts() -> StepOptions {
 
 /// Executions of each step so far, by (run, tag, step id): steps fail by how
 /// often they ran, whatever attempt numbers crashes used up.
-fn executions() -> &'static Mutex<HashMap<(RunId, u8, String), u32>> {
-    static EXECUTIONS: std::sync::OnceLock<Mutex<HashMap<(RunId, u8, String), u32>>> =
-        std::sync::OnceLock::new();
+type Executions = Mutex<HashMap<(RunId, u8, String), u32>>;
+
+fn executions() -> &'static Executions {
+    static EXECUTIONS: std::sync::OnceLock<Executions> = std::sync::OnceLock::new();
     EXECUTIONS.get_or_init(Default::default)
 }
 

@@ -21,6 +21,7 @@ use workflow_store::{EventData, EventKind, RunId, SledStore, Store};
 
 const DIR_ENV: &str = "WORKFLOW_RESTART_DIR";
 const RUN_ENV: &str = "WORKFLOW_RESTART_RUN";
+const WORKFLOW_ENV: &str = "WORKFLOW_RESTART_WORKFLOW";
 const SLEEP: Duration = Duration::from_millis(1500);
 
 async fn restartable(ctx: Context, _: ()) -> Result<String, WorkflowError> {
@@ -48,6 +49,33 @@ async fn restartable(ctx: Context, _: ()) -> Result<String, WorkflowError> {
     Ok(format!("{a}{b}{c}"))
 }
 
+/// A step that kills its own process (as an out-of-memory kill or an abort
+/// would), with two attempts allowed.
+async fn self_destructing(ctx: Context, _: ()) -> Result<String, WorkflowError> {
+    let outcome = ctx
+        .step_with(
+            "abort",
+            workflow_core::StepOptions::default()
+                .max_attempts(2)
+                .backoff(workflow_core::Backoff {
+                    initial: Duration::from_millis(10),
+                    factor: 1.0,
+                    max: Duration::from_millis(10),
+                }),
+            |s| async move {
+                println!("ATTEMPT abort {}", s.attempt());
+                std::process::abort();
+                #[allow(unreachable_code)]
+                Ok::<_, StepError>(())
+            },
+        )
+        .await;
+    Ok(match outcome {
+        Ok(()) => "completed".to_string(),
+        Err(e) => format!("failed: {e}"),
+    })
+}
+
 /// The child process: drives the run until it ends, then prints its log.
 #[test]
 fn restart_child_process() {
@@ -60,11 +88,13 @@ fn restart_child_process() {
         let store = SledStore::open(&dir).expect("open store");
         let engine = Engine::builder(store.clone())
             .workflow("restartable", restartable)
+            .workflow("self-destructing", self_destructing)
             .lease_ttl(Duration::from_millis(400))
             .poll_interval(Duration::from_millis(20))
             .build();
+        let workflow = std::env::var(WORKFLOW_ENV).unwrap_or_else(|_| "restartable".into());
         engine
-            .start_with_id(run, "restartable", &())
+            .start_with_id(run, &workflow, &())
             .await
             .expect("start");
         engine.start_workers();
@@ -86,6 +116,14 @@ fn restart_child_process() {
 }
 
 fn spawn_child(dir: &std::path::Path, run: RunId) -> (Child, mpsc::Receiver<String>) {
+    spawn_child_running(dir, run, "restartable")
+}
+
+fn spawn_child_running(
+    dir: &std::path::Path,
+    run: RunId,
+    workflow: &str,
+) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
@@ -96,6 +134,7 @@ fn spawn_child(dir: &std::path::Path, run: RunId) -> (Child, mpsc::Receiver<Stri
         ])
         .env(DIR_ENV, dir)
         .env(RUN_ENV, run.to_string())
+        .env(WORKFLOW_ENV, workflow)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -204,4 +243,33 @@ fn engine_killed_mid_step_and_mid_sleep_finishes_the_run() {
         assert_eq!(rec.status, workflow_store::RunStatus::Completed);
         assert_eq!(store.next_due().await.unwrap(), None);
     });
+}
+
+/// A step whose attempts abort their process is not retried forever: the
+/// engine that takes the expired lease over counts each lost attempt, and
+/// with `max_attempts(2)` the step fails after two, reaching the workflow.
+#[test]
+fn a_step_that_kills_its_process_fails_after_max_attempts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = RunId::new();
+    let mut seen = Vec::new();
+    for attempt in 1..=2 {
+        let (mut child, rx) = spawn_child_running(dir.path(), run, "self-destructing");
+        wait_for(&rx, &format!("ATTEMPT abort {attempt}"), &mut seen);
+        let status = child.wait().expect("reap");
+        assert!(!status.success(), "the step did not kill its process");
+    }
+    let (mut child, rx) = spawn_child_running(dir.path(), run, "self-destructing");
+    wait_for(&rx, "END", &mut seen);
+    child.wait().expect("child 3 exits");
+    let result = seen
+        .iter()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+        .expect("result line");
+    assert!(
+        result.contains("after 2 attempt(s)") && result.contains("was lost"),
+        "{result}"
+    );
+    let attempts = seen.iter().filter(|l| l.contains("ATTEMPT abort")).count();
+    assert_eq!(attempts, 2, "{seen:?}");
 }
