@@ -489,6 +489,7 @@ pub(crate) fn decode_queue(row: &Row) -> Result<(RunId, QueueEntry), StoreError>
             id: LeaseId::from_u128(id.0),
             expires_at: Timestamp(uint(expires, what, &key)?),
             wake: uint(wake, what, &key)?,
+            taken_over: false,
         }),
         (None, None, None) => None,
         _ => {

@@ -688,15 +688,22 @@ pub fn try_lease(
         Some(due) if due <= now => {}
         _ => return Ok(None),
     }
+    // A lease still in place on a due entry has expired (the entry's due time
+    // is its expiry): its holder never released it.
+    let taken_over = entry.lease.is_some();
     let lease = Lease {
         run_id: run,
         id: LeaseId::new(),
         expires_at: Timestamp(now.0.saturating_add(millis(ttl).max(1))),
         wake: entry.wake_gen,
+        taken_over: false,
     };
     entry.lease = Some(lease.clone());
     st.put_queue(run, entry)?;
-    Ok(Some(lease))
+    Ok(Some(Lease {
+        taken_over,
+        ..lease
+    }))
 }
 
 /// Extends a held lease.
@@ -716,7 +723,10 @@ pub fn renew_lease(
         expires_at: Timestamp(st.now.0.saturating_add(millis(ttl).max(1))),
         ..lease.clone()
     };
-    entry.lease = Some(renewed.clone());
+    entry.lease = Some(Lease {
+        taken_over: false,
+        ..renewed.clone()
+    });
     st.put_queue(lease.run_id, entry)?;
     Ok(renewed)
 }

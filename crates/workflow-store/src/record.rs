@@ -198,6 +198,14 @@ pub struct Lease {
     /// The run's wake generation when leased; releasing clears the wake-up
     /// only if no newer one arrived meanwhile.
     pub wake: u64,
+    /// `true` when this lease replaced an unreleased lease that had expired:
+    /// its holder may have crashed in the middle of its work (a step attempt,
+    /// say). Only meaningful on leases returned by
+    /// [`crate::Store::lease_due`]; backends store and read back leases with
+    /// `false`, and [`crate::Store::renew_lease`] keeps the value of the lease
+    /// it is given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub taken_over: bool,
 }
 
 /// A notification that something changed in the store.

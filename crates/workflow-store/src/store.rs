@@ -125,6 +125,8 @@ pub trait Store: Send + Sync + 'static {
     /// that has come due unless the run is parked, or an expired lease), each
     /// for `ttl`, earliest due first.
     /// A leased run is not returned again until its lease is released or expires.
+    /// A lease that replaces an expired, unreleased one says so
+    /// ([`Lease::taken_over`]): its previous holder may have crashed mid-work.
     async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError>;
 
     /// Extends a lease to `ttl` from now; [`StoreError::LeaseLost`] if it is gone.

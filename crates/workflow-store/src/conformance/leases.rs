@@ -1,5 +1,6 @@
-//! Leases: one holder per run, expiry hands the run to the next taker,
-//! renewal extends, and a lost lease fences the old holder's writes.
+//! Leases: one holder per run, expiry hands the run to the next taker (and
+//! the new lease says it took over), renewal extends, and a lost lease fences
+//! the old holder's writes.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::store::Store;
 pub async fn run<B: Backend>(b: &B) {
     lease_is_exclusive_and_expires(b).await;
     renew_extends_and_release_frees(b).await;
+    a_lease_says_whether_it_took_over(b).await;
 }
 
 /// A leased run is not leased again until the lease expires; then the old
@@ -118,5 +120,38 @@ pub async fn renew_extends_and_release_frees<B: Backend>(b: &B) {
     assert!(
         matches!(r, Err(StoreError::LeaseLost { .. })),
         "leases: released lease still fences in: {r:?}"
+    );
+}
+
+/// A lease taken after another expired unreleased says `taken_over`; one on
+/// a freshly created or woken run, or after a release, does not.
+pub async fn a_lease_says_whether_it_took_over<B: Backend>(b: &B) {
+    let (store, clock) = fresh(b).await;
+    let run = new_run(&store, "wf").await;
+    let first = store.lease_due(10, TTL).await.expect("lease").remove(0);
+    assert!(
+        !first.taken_over,
+        "leases: the first lease of a new run says it took over"
+    );
+    clock.advance(TTL);
+    let second = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(
+        second.len(),
+        1,
+        "leases: an expired lease was not taken over"
+    );
+    assert!(
+        second[0].taken_over,
+        "leases: a lease replacing an expired one does not say it took over"
+    );
+    let renewed = store.renew_lease(&second[0], TTL).await.expect("renew");
+    assert_eq!(renewed.id, second[0].id);
+    store.release_lease(&renewed).await.expect("release");
+    store.wake(run).await.expect("wake");
+    let third = store.lease_due(10, TTL).await.expect("lease");
+    assert_eq!(third.len(), 1, "leases: a woken run was not leased");
+    assert!(
+        !third[0].taken_over,
+        "leases: a lease on a woken, released run says it took over"
     );
 }

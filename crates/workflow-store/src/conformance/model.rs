@@ -614,6 +614,11 @@ impl<S: Store> Harness<'_, S> {
                     .map(|r| r.id)
                     .collect();
                 prop_assert_eq!(&got, &want, "lease_due at {:?}", now);
+                // Every lease the model takes is released at once: none expires.
+                prop_assert!(
+                    leases.iter().all(|l| !l.taken_over),
+                    "lease_due says it took over a lease that was released"
+                );
                 for lease in &leases {
                     self.store.release_lease(lease).await.map_err(fail)?;
                     if let Some(r) = self.model.runs.get_mut(&lease.run_id) {
