@@ -7,6 +7,7 @@
 //! | `POST /api/v1/runs` `{"workflow", "input"}` | start a run |
 //! | `GET /api/v1/runs/{id}/events` | a run's timeline |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run |
+//! | `POST /api/v1/runs/{id}/unblock` | retry a blocked run (409 if it is not blocked) |
 //! | `GET /api/v1/hooks` | live hooks and their tokens |
 //! | `POST /api/v1/hooks/{token}/resume` (JSON body) | resume a hook |
 //!
@@ -71,6 +72,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .route("/api/v1/runs", get(list_runs).post(start_run))
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
+        .route("/api/v1/runs/{id}/unblock", post(unblock))
         .route("/api/v1/hooks", get(hooks))
         .route("/api/v1/hooks/{token}/resume", post(resume))
         .route_layer(axum::middleware::from_fn_with_state(token, require_token))
@@ -117,6 +119,13 @@ async fn events(State(admin): State<Admin>, Path(id): Path<String>) -> Response 
 
 async fn cancel(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     match admin.ops.cancel(&id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn unblock(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    match admin.ops.unblock(&id).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

@@ -138,4 +138,11 @@ impl RemoteClient {
         self.call(http::Method::POST, &path, Some(serde_json::json!({})))
             .await
     }
+
+    /// Retries a blocked run.
+    pub async fn unblock(&self, run: &str) -> Result<ActionView, OpError> {
+        let path = format!("/api/v1/runs/{}/unblock", segment(run));
+        self.call(http::Method::POST, &path, Some(serde_json::json!({})))
+            .await
+    }
 }

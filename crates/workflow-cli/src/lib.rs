@@ -1,5 +1,5 @@
 //! The `workflow` command: serve the example workflows on sled, and inspect,
-//! start, resume, cancel and check runs.
+//! start, resume, cancel, unblock and check runs.
 //!
 //! The binary is a thin layer over this library, so the pieces are reusable:
 //! [`workflows`] (the examples), [`ops::Operations`] (the commands, on an

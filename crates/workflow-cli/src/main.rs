@@ -87,6 +87,15 @@ enum Command {
         /// Run id.
         run: String,
     },
+    /// Retry a blocked run with the workflows deployed now.
+    ///
+    /// Use it after deploying code that matches the run's history, or that
+    /// registers its workflow: the running server replays the run (or the next
+    /// `workflow serve` does). If it still does not match, it stays blocked.
+    Unblock {
+        /// Run id.
+        run: String,
+    },
     /// Replay every stored run against the workflows this binary knows, without
     /// running steps; report runs whose history no longer matches (exit code 3).
     CheckReplay,
@@ -300,6 +309,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Target::Remote(c) => c.cancel(run).await?,
             };
             print_action(cli.json, "cancelled", &a);
+        }
+        Command::Unblock { run } => {
+            let a = match &target {
+                Target::Local(ops) => ops.unblock(run).await?,
+                Target::Remote(c) => c.unblock(run).await?,
+            };
+            print_action(cli.json, "retried", &a);
         }
         Command::Serve { .. } | Command::CheckReplay => {}
     }

@@ -15,7 +15,8 @@ pub enum OpError {
     /// The run or token does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The run cannot be changed any more.
+    /// The run's status does not allow the change (it has ended, or it is
+    /// not blocked when asked to retry a blocked run).
     #[error("{0}")]
     Conflict(String),
     /// The store failed.
@@ -42,9 +43,9 @@ impl From<EngineError> for OpError {
                 OpError::BadRequest(e.to_string())
             }
             EngineError::RunNotFound { .. } => OpError::NotFound(e.to_string()),
-            EngineError::RunConflict { .. } | EngineError::RunEnded { .. } => {
-                OpError::Conflict(e.to_string())
-            }
+            EngineError::RunConflict { .. }
+            | EngineError::RunEnded { .. }
+            | EngineError::RunNotBlocked { .. } => OpError::Conflict(e.to_string()),
             other => OpError::Store(other.to_string()),
         }
     }
@@ -208,6 +209,19 @@ impl Operations {
     pub async fn cancel(&self, run: &str) -> Result<ActionView, OpError> {
         let id = parse_run(run)?;
         self.engine.cancel(&id).await?;
+        Ok(ActionView {
+            run: id.to_string(),
+            hook: None,
+            seq: None,
+        })
+    }
+
+    /// Retries a blocked run: wakes it so it is replayed with the workflows
+    /// registered now (by this engine's workers, or the next engine that runs).
+    /// [`OpError::Conflict`] if the run is not blocked.
+    pub async fn unblock(&self, run: &str) -> Result<ActionView, OpError> {
+        let id = parse_run(run)?;
+        self.engine.retry_blocked(&id).await?;
         Ok(ActionView {
             run: id.to_string(),
             hook: None,

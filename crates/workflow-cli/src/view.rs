@@ -140,7 +140,7 @@ impl From<&HookRecord> for HookView {
     }
 }
 
-/// The answer to starting, resuming or cancelling.
+/// The answer to starting, resuming, cancelling or unblocking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionView {
     /// The run concerned.

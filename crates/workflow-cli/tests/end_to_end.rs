@@ -3,7 +3,8 @@
 //! Serve, start a run, POST to its webhook, see it finish, list it with
 //! `runs --json`, stop the server with SIGINT, start it again and see the same
 //! data; `check-replay` on the stored runs (clean with this binary's code, a
-//! mismatch with changed code); and the errors a user can hit.
+//! mismatch with changed code); `unblock` of a blocked run, locally and through
+//! the server; and the errors a user can hit.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -55,6 +56,15 @@ fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Asserts that a command failed as a user error: exit code 1 and one line on
+/// stderr that contains `want`.
+fn user_error(out: Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(want), "expected {want:?} in {err:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 fn wait_for_status(data: &Path, server: &str, run: &str, want: &str) {
@@ -268,4 +278,106 @@ fn check_replay_detects_a_changed_workflow() {
         assert_eq!(report.mismatches[0].position, Some(0));
         assert!(report.mismatches[0].message.contains("renamed-call"));
     });
+}
+
+#[test]
+fn unblock_retries_a_blocked_run_and_refuses_other_runs() {
+    use workflow_core::{Context, Engine, WorkflowError};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A run of a workflow that an earlier deploy registered and this binary
+    // does not: started, never driven.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let retired = rt.block_on(async {
+        let store = workflow_cli::serve::open_store(&data).unwrap();
+        let old = Engine::builder(store)
+            .workflow(
+                "retired_job",
+                |ctx: Context, _: serde_json::Value| async move {
+                    ctx.sleep(Duration::from_millis(10)).await?;
+                    Ok::<_, WorkflowError>(())
+                },
+            )
+            .build();
+        let run = old
+            .start("retired_job", &serde_json::json!({}))
+            .await
+            .unwrap();
+        old.shutdown().await;
+        run.to_string()
+    });
+    let unknown = workflow_store::RunId::new().to_string();
+
+    // Local: the run is pending, not blocked; an unknown run; a malformed id.
+    user_error(cli(&data, None, &["unblock", &retired]), "not blocked");
+    user_error(cli(&data, None, &["unblock", &unknown]), "does not exist");
+    assert_eq!(
+        cli(&data, None, &["unblock", "nope"]).status.code(),
+        Some(1)
+    );
+
+    // The server does not register the workflow: the run is blocked.
+    let server = Server::start(&data, "127.0.0.1:0");
+    let base = server.base.clone();
+    wait_for_status(&data, &base, &retired, "blocked");
+    let runs = ok_json(cli(&data, Some(&base), &["runs", "--json"]));
+    let error = runs.as_array().unwrap()[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("not registered"), "{error}");
+
+    // Through the server: retried, replayed, and blocked again for the same
+    // reason (the binary still does not register the workflow).
+    let answer = ok_json(cli(&data, Some(&base), &["unblock", &retired, "--json"]));
+    assert_eq!(answer, serde_json::json!({ "run": retired }));
+    let out = cli(&data, Some(&base), &["unblock", &retired]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("retried: run {retired}\n")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for_status(&data, &base, &retired, "blocked");
+    let events = ok_json(cli(&data, Some(&base), &["events", &retired, "--json"]));
+    let blocked = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "run_blocked")
+        .count();
+    assert_eq!(blocked, 1, "the same reason is recorded once: {events}");
+
+    // Through the server: an unknown run, and a run that is not blocked.
+    user_error(
+        cli(&data, Some(&base), &["unblock", &unknown]),
+        "does not exist",
+    );
+    let chat = ok_json(cli(
+        &data,
+        Some(&base),
+        &["start", "chat", r#"{"room": "unblock"}"#, "--json"],
+    ));
+    let chat_run = chat["run"].as_str().unwrap().to_string();
+    user_error(
+        cli(&data, Some(&base), &["unblock", &chat_run]),
+        "not blocked",
+    );
+    server.interrupt();
+
+    // Local, with the server stopped: the blocked run is woken for the next server.
+    let out = cli(&data, None, &["unblock", &retired]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("retried: run {retired}\n")
+    );
 }
