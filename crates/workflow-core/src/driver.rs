@@ -548,30 +548,16 @@ impl Driver<'_> {
                 let Some(outcome) = s.outcome.take() else {
                     continue;
                 };
-                if !recorded {
-                    events.push(EventData::StepCreated {
-                        step: id.clone(),
-                        name: s.name.clone(),
-                        input_digest: None,
-                    });
-                }
-                events.push(EventData::StepStarted {
-                    step: id.clone(),
-                    attempt: outcome.attempt,
+                let result = outcome.result.map_err(|e| {
+                    let retry_in = match e.kind {
+                        StepErrorKind::Fatal => None,
+                        StepErrorKind::RetryAfter(d) => Some(d),
+                        StepErrorKind::Retryable => Some(s.options.backoff.delay(outcome.attempt)),
+                    };
+                    (e.message, retry_in)
                 });
-                events.push(match outcome.result {
-                    Ok(result) => EventData::StepCompleted { step: id, result },
-                    Err(e) => {
-                        let retry_in = match e.kind {
-                            StepErrorKind::Fatal => None,
-                            StepErrorKind::RetryAfter(d) => Some(d),
-                            StepErrorKind::Retryable => {
-                                Some(s.options.backoff.delay(outcome.attempt))
-                            }
-                        };
-                        attempt_failed(s, id, outcome.attempt, e.message, retry_in, now)
-                    }
-                });
+                let attempt = outcome.attempt;
+                record_attempt(&mut events, s, id, recorded, attempt, result, now);
             }
             return Next::Write(events);
         }
@@ -598,23 +584,12 @@ impl Driver<'_> {
                     continue;
                 }
                 let attempt = s.attempts_started + 1;
-                if !recorded {
-                    events.push(EventData::StepCreated {
-                        step: id.clone(),
-                        name: s.name.clone(),
-                        input_digest: None,
-                    });
-                }
-                events.push(EventData::StepStarted {
-                    step: id.clone(),
-                    attempt,
-                });
-                let retry_in = Some(s.options.backoff.delay(attempt));
                 let message = format!(
                     "attempt {attempt} was lost: the engine running it stopped (a crash, a kill, \
                      a lost lease) before its outcome was recorded"
                 );
-                events.push(attempt_failed(s, id, attempt, message, retry_in, now));
+                let lost = Err((message, Some(s.options.backoff.delay(attempt))));
+                record_attempt(&mut events, s, id, recorded, attempt, lost, now);
             }
             if !events.is_empty() {
                 return Next::Write(events);
@@ -851,25 +826,44 @@ impl Driver<'_> {
     }
 }
 
-/// The event for a failed attempt: `step_retrying` after `retry_in`, or
-/// `step_failed` when the error is fatal (`None`) or attempts have run out.
-fn attempt_failed(
+/// The records of one finished attempt: the step's creation (if it is not
+/// recorded yet), `step_started`, and its outcome: `step_completed`, or for an
+/// error (message, retry delay) `step_retrying` after the delay, or
+/// `step_failed` when the error is fatal (no delay) or attempts have run out.
+fn record_attempt(
+    events: &mut Vec<EventData>,
     s: &StepSlot,
     step: CorrelationId,
+    recorded: bool,
     attempt: u32,
-    message: String,
-    retry_in: Option<Duration>,
+    result: Result<Payload, (String, Option<Duration>)>,
     now: Timestamp,
-) -> EventData {
-    let error = ErrorRecord::new(message);
-    match retry_in {
-        Some(d) if attempt < s.options.max_attempts => EventData::StepRetrying {
-            step,
-            error,
-            retry_at: now.saturating_add(d),
-        },
-        _ => EventData::StepFailed { step, error },
+) {
+    if !recorded {
+        events.push(EventData::StepCreated {
+            step: step.clone(),
+            name: s.name.clone(),
+            input_digest: None,
+        });
     }
+    events.push(EventData::StepStarted {
+        step: step.clone(),
+        attempt,
+    });
+    events.push(match result {
+        Ok(result) => EventData::StepCompleted { step, result },
+        Err((message, retry_in)) => {
+            let error = ErrorRecord::new(message);
+            match retry_in {
+                Some(d) if attempt < s.options.max_attempts => EventData::StepRetrying {
+                    step,
+                    error,
+                    retry_at: now.saturating_add(d),
+                },
+                _ => EventData::StepFailed { step, error },
+            }
+        }
+    });
 }
 
 /// Resolves `true` when the change feed reports events for `run` beyond
