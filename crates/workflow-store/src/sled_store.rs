@@ -38,6 +38,32 @@
 //! Dropping a write's future does not cancel the write: once queued it is
 //! committed, only not acknowledged.
 //!
+//! # Readers see only acknowledged writes
+//!
+//! sled shows a transaction to every reader as soon as it commits, before the
+//! flush; a read in that window could return a write that a crash then loses
+//! (a run reported completed that is not, after a restart). So the reads
+//! (`read_events`, `get_run`, `list_runs`, `get_hook`, `list_hooks`,
+//! `next_due`) pass a gate (`visibility.rs`): the commit publishes what its
+//! batch writes (which runs, tokens, whether run records or the due index
+//! change) just before sled applies it, and clears that once the flush has
+//! returned and the batch's writers are acknowledged. A read waits while the
+//! batch in flight touches what it reads, and checks again after reading; if a
+//! batch touching it committed meanwhile, it reads again while holding the next
+//! batch off (so a busy run cannot starve its readers).
+//!
+//! The cost: a read of something the batch in flight writes waits for that
+//! batch's flush (and `fsync`), about the latency of a write; reads of other
+//! runs do not wait, and the commit never waits for readers except, for the
+//! length of one read, for a reader that was overtaken by a batch. `list_runs`
+//! waits whenever the batch in flight changes any run record, `next_due`
+//! whenever it changes the due index. The scan that picks `lease_due`'s
+//! candidates is not gated: each lease is decided by the rules in a later
+//! batch, committed after the earlier one is durable.
+//!
+//! If a flush fails, its batch's writers get an error saying the write is not
+//! known to be durable, and readers may then see those writes.
+//!
 //! # Group commit
 //!
 //! Concurrent writers share transactions and flushes (see `group_commit.rs`):
@@ -109,6 +135,7 @@ mod group_commit;
 mod layout;
 mod reads;
 mod transaction;
+mod visibility;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -120,6 +147,7 @@ use tokio::sync::broadcast;
 
 use self::group_commit::GroupCommit;
 use self::transaction::{Job, Trees, WriteOp};
+use self::visibility::{Gate, Read};
 use crate::apply;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{self, CodecError};
@@ -238,6 +266,11 @@ impl SledConfig {
 ///   `fsync`ed; change notifications are published after that too. Concurrent
 ///   writers share transactions and flushes (group commit), so throughput grows
 ///   with concurrency while a lone writer pays one flush per write.
+/// - **Visibility:** reads return only acknowledged (durable) writes, never one
+///   a crash could still lose. A read of a run (or token) that the commit in
+///   progress writes waits for that commit's flush; reads of other runs do not
+///   wait. `list_runs` waits for a commit in progress that changes any run,
+///   `next_due` for one that changes a due time.
 /// - **After a crash** (of the process; with `fsync` also of the machine)
 ///   nothing acknowledged is lost. A write that was not yet acknowledged may or
 ///   may not be there, but whole or not at all: logs stay gapless and
@@ -276,6 +309,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
     commit: GroupCommit<Job>,
+    /// Keeps readers from seeing a committed batch before it is durable.
+    gate: Gate,
 }
 
 impl fmt::Debug for SledStore {
@@ -377,6 +412,7 @@ impl SledStore {
                 clock,
                 changes,
                 commit: GroupCommit::default(),
+                gate: Gate::default(),
             }),
         })
     }
@@ -417,6 +453,37 @@ impl SledStore {
                 .map_err(|e| StoreError::backend("a blocking sled task failed", e))?,
             Err(_) => f(&inner),
         }
+    }
+
+    /// Runs a read on tokio's blocking pool (like [`SledStore::blocking`]) such
+    /// that it returns only acknowledged writes: `f` is given what it reads
+    /// (`reads`), adds whatever else it finds to read, and may run more than
+    /// once (see `visibility.rs`).
+    async fn read<T: Send + 'static>(
+        &self,
+        reads: Vec<Read>,
+        f: impl Fn(&Inner, &mut Vec<Read>) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<T, StoreError> {
+        let f = Arc::new(f);
+        self.inner
+            .gate
+            .read(reads, |mut reads| {
+                let f = Arc::clone(&f);
+                async move {
+                    let done = self
+                        .blocking(move |inner| {
+                            let value = f(inner, &mut reads);
+                            Ok((value, reads))
+                        })
+                        .await;
+                    match done {
+                        Ok(done) => done,
+                        // The read never ran: nothing was seen.
+                        Err(e) => (Err(e), Vec::new()),
+                    }
+                }
+            })
+            .await
     }
 
     fn publish(&self, notify: Vec<Change>) {
@@ -540,7 +607,7 @@ impl Inner {
     fn lead(&self) {
         self.commit.lead(|batch| {
             let now = self.clock.now();
-            transaction::commit_batch(&self.trees, || self.flush(), now, batch);
+            transaction::commit_batch(&self.trees, &self.gate, || self.flush(), now, batch);
         });
     }
 
@@ -594,25 +661,37 @@ impl Store for SledStore {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.blocking(move |inner| inner.read_events(run, from_seq, limit))
-            .await
+        self.read(vec![Read::Run(run)], move |inner, _| {
+            inner.read_events(run, from_seq, limit)
+        })
+        .await
     }
 
     async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
-        self.blocking(move |inner| inner.run_record(run)).await
+        self.read(vec![Read::Run(run)], move |inner, _| inner.run_record(run))
+            .await
     }
 
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        self.blocking(move |inner| inner.list_runs(&query)).await
+        self.read(vec![Read::AllRuns], move |inner, _| inner.list_runs(&query))
+            .await
     }
 
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
+        let reads = vec![Read::Token(token.clone())];
         let token = token.clone();
-        self.blocking(move |inner| inner.get_hook(&token)).await
+        self.read(reads, move |inner, reads| {
+            let hook = inner.get_hook(&token)?;
+            if let Some(h) = &hook {
+                reads.push(Read::Run(h.run_id));
+            }
+            Ok(hook)
+        })
+        .await
     }
 
     async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
-        self.blocking(move |inner| {
+        self.read(vec![Read::Run(run)], move |inner, _| {
             inner.require_run(run)?;
             inner.run_hooks(run)
         })
@@ -645,6 +724,8 @@ impl Store for SledStore {
 
     async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
         let now = self.inner.clock.now();
+        // Not gated (see `visibility.rs`): this only picks candidates, and each
+        // lease is decided in a later batch, once the current one is durable.
         let candidates = self
             .blocking(move |inner| inner.due_runs(now, limit))
             .await?;
@@ -688,7 +769,8 @@ impl Store for SledStore {
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.blocking(|inner| inner.next_due()).await
+        self.read(vec![Read::Due], |inner, _| inner.next_due())
+            .await
     }
 
     fn now(&self) -> Timestamp {

@@ -23,6 +23,9 @@
 //! writer on a lock avoids a context switch per write, which dominated the
 //! profile of the lock-based version.
 //!
+//! Readers must not see a batch between its transaction and the end of its
+//! flush; `visibility.rs` sees to that.
+//!
 //! This module knows nothing about sled or jobs: the commit is a closure, which is
 //! how the tests below drive it.
 

@@ -1,4 +1,6 @@
-//! Reads of [`super::SledStore`]: gets and scans outside transactions.
+//! Reads of [`super::SledStore`]: gets and scans outside transactions. The
+//! store runs them behind the visibility gate (`visibility.rs`), so that they
+//! return only acknowledged writes; this module only reads.
 //!
 //! sled 0.34 commits a transaction under a lock that every single get (and each
 //! step of a scan) also takes, so a get sees all of a write or none of it. A read

@@ -459,3 +459,142 @@ fn notifications_are_published_after_the_write() {
         assert_eq!(feed.recv().await.unwrap(), Change::Due { run, at: T0 });
     });
 }
+
+/// A commit stopped between its transaction (sled shows its writes from
+/// there) and its flush: readers of what it wrote see it only once it is
+/// durable, readers of other runs are not held up.
+#[test]
+fn readers_see_a_write_only_once_it_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let (run, other) = (RunId::new(), RunId::new());
+        for r in [run, other] {
+            store.create_run(new_run(r)).await.unwrap();
+        }
+        let mut waiting = store.inner.gate.waiting.subscribe();
+        store.inner.gate.pause.arm();
+        let writer = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let output = Payload::encode(&"done").unwrap();
+                store
+                    .append(run, vec![EventData::RunCompleted { output }], None)
+                    .await
+            }
+        });
+        let paused = store.clone();
+        tokio::task::spawn_blocking(move || paused.inner.gate.pause.wait_paused())
+            .await
+            .unwrap();
+
+        // Committed, not flushed. (The timeouts only turn a hang into a failure.)
+        let hang = Duration::from_secs(60);
+        let rec = tokio::time::timeout(hang, store.get_run(other))
+            .await
+            .expect("a read of another run waited for the flush")
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.status, RunStatus::Pending);
+
+        // Each reader says whether it saw the completion, and whether the
+        // commit had been let go on to its flush when the read returned.
+        let readers = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let released = || store.inner.gate.pause.released();
+                let completed = RunStatus::Completed;
+                tokio::join!(
+                    async {
+                        let rec = store.get_run(run).await.unwrap().unwrap();
+                        ("get_run", rec.status == completed, released())
+                    },
+                    async {
+                        let log = store.read_log(run).await.unwrap();
+                        ("read_events", log.len() == 2, released())
+                    },
+                    async {
+                        let runs = store.list_runs(RunQuery::default()).await.unwrap();
+                        let seen = runs.iter().any(|r| r.id == run && r.status == completed);
+                        ("list_runs", seen, released())
+                    },
+                )
+            }
+        });
+        let mut readers = readers;
+        let readers = tokio::select! {
+            r = waiting.wait_for(|n| *n >= 3) => {
+                r.unwrap();
+                store.inner.gate.pause.release();
+                (&mut readers).await.unwrap()
+            }
+            // Only if a reader did not wait: the checks below fail.
+            r = &mut readers => r.unwrap(),
+        };
+        store.inner.gate.pause.release();
+        let (a, b, c) = readers;
+        for (read, saw_write, after_release) in [a, b, c] {
+            assert!(
+                after_release,
+                "{read} returned (seeing the write: {saw_write}) before the write was flushed"
+            );
+            assert!(saw_write, "{read} did not see the acknowledged write");
+        }
+        let appended = tokio::time::timeout(hang, writer)
+            .await
+            .expect("the writer was never acknowledged")
+            .unwrap()
+            .unwrap();
+        assert_eq!(appended.run.status, RunStatus::Completed);
+    });
+}
+
+/// Runs written in nearly every batch, read all the while: readers are
+/// overtaken by batches again and again (and fall back to holding the next
+/// batch off), yet nobody hangs and no read goes back in time.
+#[test]
+fn busy_runs_are_read_while_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    runtime().block_on(async {
+        let runs: Vec<RunId> = (0..3).map(|_| RunId::new()).collect();
+        for &run in &runs {
+            store.create_run(new_run(run)).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let (store, run) = (store.clone(), runs[w % runs.len()]);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..60 {
+                    let step = cid(&format!("step:{w}-{i}"));
+                    let created = EventData::StepCreated {
+                        step,
+                        name: "s".into(),
+                        input_digest: None,
+                    };
+                    store.append(run, vec![created], None).await.unwrap();
+                }
+            }));
+        }
+        for r in 0..6 {
+            let (store, run) = (store.clone(), runs[r % runs.len()]);
+            tasks.push(tokio::spawn(async move {
+                let mut seen = 0;
+                for _ in 0..60 {
+                    let rec = store.get_run(run).await.unwrap().unwrap();
+                    assert!(rec.next_seq >= seen, "a read went back in time");
+                    seen = rec.next_seq;
+                    let log = store.read_log(run).await.unwrap();
+                    assert!(log.len() as u64 >= seen, "read_events is behind get_run");
+                    store.next_due().await.unwrap();
+                    store.list_runs(RunQuery::default()).await.unwrap();
+                }
+            }));
+        }
+        let all = futures::future::try_join_all(tasks);
+        tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("readers and writers hung")
+            .unwrap();
+    });
+}

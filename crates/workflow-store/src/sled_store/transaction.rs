@@ -15,6 +15,7 @@ use sled::{IVec, Tree};
 use tokio::sync::oneshot;
 
 use super::layout::{self, decode, decode_event};
+use super::visibility::{Footprint, Gate};
 use crate::apply::{Changes, ReadView, Staged};
 use crate::codec;
 use crate::error::StoreError;
@@ -138,13 +139,26 @@ impl<T: 'static> Completion<T> {
 /// A job whose rules fail writes nothing and gets its own error; the others
 /// are unaffected. A failure of sled itself (in the transaction or the flush)
 /// fails every job that would have written.
+///
+/// Readers see the batch only once it is durable and its jobs are completed:
+/// the transaction publishes the batch's footprint to `gate`, which is cleared
+/// when this returns (see `visibility.rs`).
 pub(crate) fn commit_batch(
     trees: &Trees,
+    gate: &Gate,
     flush: impl FnOnce() -> Result<(), StoreError>,
     now: Timestamp,
     jobs: &[Arc<Job>],
 ) {
-    let flushed = transact(trees, now, jobs).and_then(|outcomes| {
+    // Dropped last: after the jobs are completed, or on a panic.
+    let _in_flight = gate.in_flight();
+    let transacted = {
+        let _exclusive = gate.exclusive();
+        transact(trees, gate, now, jobs)
+    };
+    #[cfg(test)]
+    gate.pause.point();
+    let flushed = transacted.and_then(|outcomes| {
         flush()?;
         Ok(outcomes)
     });
@@ -171,7 +185,12 @@ pub(crate) fn commit_batch(
 }
 
 /// The transaction of [`commit_batch`]; returns each job's outcome.
-fn transact(trees: &Trees, now: Timestamp, jobs: &[Arc<Job>]) -> Result<Vec<Outcome>, StoreError> {
+fn transact(
+    trees: &Trees,
+    gate: &Gate,
+    now: Timestamp,
+    jobs: &[Arc<Job>],
+) -> Result<Vec<Outcome>, StoreError> {
     let all = (
         &trees.runs,
         &trees.events,
@@ -199,6 +218,7 @@ fn transact(trees: &Trees, now: Timestamp, jobs: &[Arc<Job>]) -> Result<Vec<Outc
                 failure: None,
             };
             let mut outcomes = Vec::with_capacity(jobs.len());
+            let mut footprint = Footprint::default();
             for job in jobs {
                 let mut staged = Staged::new(&mut view, now);
                 let result = (job.op)(&mut staged);
@@ -213,11 +233,15 @@ fn transact(trees: &Trees, now: Timestamp, jobs: &[Arc<Job>]) -> Result<Vec<Outc
                 outcomes.push(match staged {
                     Ok((value, writes)) => {
                         apply_writes(&tx, &writes)?;
+                        footprint.add(&changes);
                         Ok((value, std::mem::take(&mut changes.notify)))
                     }
                     Err(e) => Err(e),
                 });
             }
+            // Before sled applies the writes (when this closure returns), so
+            // that a reader who sees them also sees them marked as in flight.
+            gate.publish(footprint);
             Ok(outcomes)
         },
     );
