@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, warn};
 use workflow_store::{
-    Change, EventData, HookRecord, HookToken, Payload, Resumed, RunId, StoreError, WebhookResponse,
+    Change, EventData, HookRecord, HookToken, Payload, Resumed, StoreError, WebhookResponse,
 };
 
 use crate::context::Context;
@@ -87,8 +87,14 @@ impl Engine {
     /// | no live webhook with this token | `404`, empty body |
     /// | default mode | `202 Accepted`, empty body, once recorded |
     /// | static mode | the stored response |
-    /// | manual mode | the workflow's [`WebhookRequest::respond`], or `504` after the timeout |
+    /// | manual mode | the workflow's [`WebhookRequest::respond`]; `202` with a text body at once if the webhook is disposed or the run ends first; `504` after the timeout |
     /// | store failure | `503` |
+    ///
+    /// What a status says about the request: `400`, `404` and `413` (from the
+    /// adapters) mean nothing was recorded; every other answer but `503` means
+    /// it was recorded, once (`504` included: the workflow will still see it).
+    /// `503` means the store failed and the write was not acknowledged: it may
+    /// or may not have been recorded, and a retry may record it twice.
     ///
     /// The manual answer reaches the caller through the store's change feed (or
     /// by polling), so it works when another engine process drives the run.
@@ -122,13 +128,8 @@ impl Engine {
             WebhookResponse::Static(rec) => http_response(&rec),
             WebhookResponse::Manual { timeout_ms } => {
                 let timeout = Duration::from_millis(timeout_ms);
-                match self
-                    .wait_for_answer(resumed.run_id, resumed.seq + 1, &request_id, timeout, feed)
+                self.wait_for_answer(&resumed, &request_id, timeout, feed)
                     .await
-                {
-                    Some(resp) => resp,
-                    None => empty(http::StatusCode::GATEWAY_TIMEOUT),
-                }
             }
             _ => empty(http::StatusCode::ACCEPTED),
         };
@@ -136,15 +137,18 @@ impl Engine {
         response
     }
 
-    /// Waits for `hook_responded` with `request_id` in `run`'s log from `from`.
+    /// Waits for `hook_responded` with `request_id` in the run's log after the
+    /// request. Answers at once when no answer can come any more (the
+    /// webhook was disposed or the run ended first), `504` at the timeout.
     async fn wait_for_answer(
         &self,
-        run: RunId,
-        mut from: u64,
+        resumed: &Resumed,
         request_id: &str,
         timeout: Duration,
         mut feed: Option<tokio::sync::broadcast::Receiver<Change>>,
-    ) -> Option<http::Response<Bytes>> {
+    ) -> http::Response<Bytes> {
+        let run = resumed.run_id;
+        let mut from = resumed.seq + 1;
         let deadline = tokio::time::Instant::now() + timeout;
         let poll = self.settings().poll_interval;
         loop {
@@ -161,8 +165,13 @@ impl Engine {
                                 request_id: id,
                                 response,
                                 ..
-                            } if id == request_id => return Some(http_response(&response)),
-                            d if d.kind().is_run_terminal() => return None,
+                            } if id == request_id => return http_response(&response),
+                            EventData::HookDisposed { hook } if hook == resumed.hook => {
+                                return no_answer("the workflow disposed the webhook");
+                            }
+                            d if d.kind().is_run_terminal() => {
+                                return no_answer("the run ended");
+                            }
                             _ => {}
                         }
                     }
@@ -171,7 +180,7 @@ impl Engine {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return None;
+                return empty(http::StatusCode::GATEWAY_TIMEOUT);
             }
             let wait = (deadline - now).min(poll);
             match feed.as_mut() {
@@ -191,6 +200,16 @@ impl Engine {
             }
         }
     }
+}
+
+/// The answer to a manual webhook request that was recorded but will never
+/// be answered by the workflow: `202 Accepted`, saying why.
+fn no_answer(why: &str) -> http::Response<Bytes> {
+    debug!(why, "manual webhook request recorded; no answer will come");
+    plain(
+        http::StatusCode::ACCEPTED,
+        format!("recorded; no answer will come: {why} before answering"),
+    )
 }
 
 fn empty(status: http::StatusCode) -> http::Response<Bytes> {

@@ -542,6 +542,44 @@ async fn webhook_manual_mode_answers_with_the_workflow_response_or_504() {
     e.shutdown().await;
 }
 
+/// A manual webhook whose workflow takes a request and then disposes the
+/// webhook (or ends) without answering: the caller is told at once that the
+/// request was recorded and no answer will come, not left waiting for 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_request_nobody_will_answer_is_answered_at_once() {
+    for ending in ["dispose", "end"] {
+        let store = MemoryStore::new();
+        let e = engine(store.clone(), |b| {
+            b.workflow("silent", |ctx: Context, ending: String| async move {
+                let mut wh = ctx.create_webhook(
+                    WebhookOptions::token(format!("silent:{}", ctx.run_id()))
+                        .manual(Duration::from_secs(60)),
+                );
+                let request = wh.next().await?;
+                if ending == "dispose" {
+                    wh.dispose();
+                    ctx.sleep(Duration::from_millis(50)).await?;
+                }
+                Ok(request.text().unwrap_or_default().to_string())
+            })
+        });
+        let run = e.start("silent", &ending.to_string()).await.unwrap();
+        let token = format!("silent:{run}");
+        wait_for_hook(&e, &token).await;
+        let resp = tokio::time::timeout(
+            Duration::from_secs(20),
+            e.resume_webhook(&token, post("hello")),
+        )
+        .await
+        .expect("the caller waited for the 60 s timeout");
+        assert_eq!(resp.status(), 202, "{ending}");
+        let text = String::from_utf8_lossy(resp.body()).to_string();
+        assert!(text.contains("no answer will come"), "{ending}: {text}");
+        assert_eq!(e.result::<String>(&run).await.unwrap(), "hello");
+        e.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_replay_after_restart_does_not_answer_again() {
     let store = MemoryStore::new();

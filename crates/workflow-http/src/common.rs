@@ -329,7 +329,8 @@ where
 /// the framework-neutral core of every adapter.
 ///
 /// `token` is the decoded token (see [`decode_token`]). An empty or invalid
-/// token is answered `400` before the body is read; a body longer than
+/// token is answered `400`, and a token that no live webhook holds `404`,
+/// both before the body is read ([`live_webhook`]); a body longer than
 /// `config.body_limit` `413` ([`collect_body`]); the rest as
 /// [`Engine::resume_webhook`] answers. The request's method, URI, headers and
 /// body are passed on unchanged.
@@ -360,6 +361,9 @@ where
         debug!(error = %e, "webhook request with an invalid token");
         return plain(StatusCode::BAD_REQUEST, e.to_string());
     }
+    if let Err(refused) = live_webhook(engine, token).await {
+        return refused;
+    }
     let (parts, body) = request.into_parts();
     let announced = announced_length(&parts.headers);
     let body = match collect_announced(body, announced, config).await {
@@ -374,6 +378,40 @@ where
         .await;
     debug!(status = response.status().as_u16(), "webhook answered");
     response
+}
+
+/// Checks that a live *webhook* holds `token` before anything of the request's
+/// body is read, so that requests to unknown tokens cost no memory: `Err` with
+/// the answer (`404` with an empty body for an unknown, released or plain-hook
+/// token; `503` if the store fails). [`resume_webhook`] and every adapter call
+/// it; the write that records the request checks again, atomically.
+///
+/// ```no_run
+/// # async fn demo(engine: workflow_core::Engine) {
+/// if let Err(answer) = workflow_http::live_webhook(&engine, "order:42").await {
+///     assert_eq!(answer.status(), 404);
+/// }
+/// # }
+/// ```
+pub async fn live_webhook(engine: &Engine, token: &str) -> Result<(), Response<Bytes>> {
+    match engine.get_hook(token).await {
+        Ok(Some(hook)) if hook.webhook.is_some() => Ok(()),
+        Ok(_) => {
+            debug!("webhook request to a token no live webhook holds");
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            Err(r)
+        }
+        Err(workflow_core::ResumeError::InvalidToken(e)) => {
+            Err(plain(StatusCode::BAD_REQUEST, e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook lookup failed: store failed");
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            Err(r)
+        }
+    }
 }
 
 /// A plain-text response.

@@ -52,7 +52,7 @@ pub mod hyper;
 pub mod warp;
 
 pub use common::{
-    collect_body, decode_token, resume_webhook, token_from_path, BodyError, TokenError,
-    WebhookConfig, DEFAULT_BODY_LIMIT, DEFAULT_DRAIN_LIMIT, DRAIN_TIME,
+    collect_body, decode_token, live_webhook, resume_webhook, token_from_path, BodyError,
+    TokenError, WebhookConfig, DEFAULT_BODY_LIMIT, DEFAULT_DRAIN_LIMIT, DRAIN_TIME,
 };
 pub use workflow_core::{webhook_path, Engine, WEBHOOK_PATH_PREFIX};

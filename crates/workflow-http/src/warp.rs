@@ -45,7 +45,15 @@ pub enum WebhookRejection {
     /// The body is too long (`413`) or could not be read (`400`).
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// No live webhook holds the token (`404`), or the store could not say
+    /// (`503`); answered before the body is read.
+    #[error("webhook request refused with {}", .0 .0.status())]
+    Refused(RefusedAnswer),
 }
+
+/// The answer to a webhook request refused before its body was read.
+#[derive(Debug)]
+pub struct RefusedAnswer(Response<Bytes>);
 
 impl Reject for WebhookRejection {}
 
@@ -60,6 +68,7 @@ impl WebhookRejection {
     pub fn status(&self) -> http::StatusCode {
         match self {
             WebhookRejection::Body(e) => e.status(),
+            WebhookRejection::Refused(answer) => answer.0.status(),
             _ => http::StatusCode::BAD_REQUEST,
         }
     }
@@ -72,7 +81,11 @@ impl WebhookRejection {
     /// assert_eq!(r.to_response().status(), 400);
     /// ```
     pub fn to_response(&self) -> Response<Bytes> {
-        common::plain(self.status(), self.to_string())
+        match self {
+            // The answer as the adapters give it (an empty 404, a 503).
+            WebhookRejection::Refused(answer) => answer.0.clone(),
+            _ => common::plain(self.status(), self.to_string()),
+        }
     }
 }
 
@@ -246,8 +259,21 @@ pub fn resume_webhook<F>(
 where
     F: Filter<Extract = (String,), Error = Rejection> + Clone + Send + Sync + 'static,
 {
+    let lookup = engine.clone();
     segment
         .and_then(token)
+        .and_then(move |token: String| {
+            let engine = lookup.clone();
+            async move {
+                // Unknown tokens are answered before the body is read.
+                match common::live_webhook(&engine, &token).await {
+                    Ok(()) => Ok(token),
+                    Err(answer) => Err(warp::reject::custom(WebhookRejection::Refused(
+                        RefusedAnswer(answer),
+                    ))),
+                }
+            }
+        })
         .and(request(config))
         .then(move |token: String, request: Request<Bytes>| {
             let engine = engine.clone();

@@ -114,6 +114,32 @@ mod cases {
         e.shutdown().await;
     }
 
+    /// A request to a token no webhook holds is answered 404 before its body
+    /// is read: the client announces 1 MiB, sends 10 bytes and stalls, and
+    /// still gets its 404 (a server that read the body first would wait).
+    pub async fn unknown_token_404_before_the_body(a: Adapter) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (e, http) = setup(a, WebhookConfig::default()).await;
+        for token in ["no-such-token", "also-unknown"] {
+            let mut conn = tokio::net::TcpStream::connect(http.addr())
+                .await
+                .expect("connect");
+            let head = format!(
+                "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1048576\r\n\r\n0123456789",
+                hook(token)
+            );
+            conn.write_all(head.as_bytes()).await.expect("send head");
+            let mut answer = vec![0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
+                .await
+                .expect("no answer while the body stalls: the server waited for it")
+                .expect("read");
+            let text = String::from_utf8_lossy(&answer[..n]).to_string();
+            assert!(text.starts_with("HTTP/1.1 404"), "{a:?}: {text}");
+        }
+        e.shutdown().await;
+    }
+
     /// An empty token (`.../webhook/`): 400, not 404 or 405.
     pub async fn empty_token_400(a: Adapter) {
         let (e, http) = setup(a, WebhookConfig::default()).await;
@@ -329,7 +355,7 @@ macro_rules! matrix {
             const A: Adapter = $adapter;
 
             matrix!(@cases default_mode_202, static_mode, manual_mode, manual_timeout_504,
-                unknown_token_404, empty_token_400, invalid_token_400, other_paths_404,
+                unknown_token_404, unknown_token_404_before_the_body, empty_token_400, invalid_token_400, other_paths_404,
                 body_over_limit_413_content_length, body_over_limit_413_chunked,
                 configured_limit, large_body_under_limit, all_methods,
                 percent_encoded_token, concurrent_requests);

@@ -220,6 +220,11 @@ pub struct Http {
 }
 
 impl Http {
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn new(addr: SocketAddr) -> Http {
         Http {
             addr,
