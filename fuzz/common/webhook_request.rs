@@ -333,14 +333,16 @@ async fn check_engine(input: &Input) {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let too_large = whole.len() > limit || announced > limit as u64;
+    // The token is checked, then looked up, before the body is read: only a
+    // live webhook's request can be too large.
     let expected = if HookToken::new(token.as_str()).is_err() {
         StatusCode::BAD_REQUEST
+    } else if token != LIVE {
+        StatusCode::NOT_FOUND
     } else if too_large {
         StatusCode::PAYLOAD_TOO_LARGE
-    } else if token == LIVE {
-        StatusCode::ACCEPTED
     } else {
-        StatusCode::NOT_FOUND
+        StatusCode::ACCEPTED
     };
     assert_eq!(
         status,
