@@ -1,7 +1,9 @@
 //! The runs dashboard (`workflow_http::dashboard`), served by a real axum
 //! server on 127.0.0.1 and read with a real HTTP/1.1 client: the JSON API
 //! (list, filters, newest-first paging, detail), token masking, the actions
-//! (off by default, bearer token when on), and escaping in the HTML pages.
+//! (off by default, bearer token when on), escaping in the HTML pages, and
+//! the dashboard behind the admin gate (`AdminAuth`: bearer token, browser
+//! sign-in cookie, `Host` check).
 #![cfg(feature = "dashboard")]
 
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use workflow_core::{Context, Engine, StepError, WebhookOptions, WorkflowError};
-use workflow_http::dashboard::{self, ActionsConfig, DashboardConfig};
+use workflow_http::dashboard::{self, ActionsConfig, AdminAuth, DashboardConfig};
 use workflow_store::{
     CorrelationId, ErrorRecord, EventData, HookToken, MemoryStore, NewRun, Payload, RunId,
     RunStatus, Store, WebhookResponse,
@@ -40,13 +42,29 @@ impl Answer {
 
 impl Server {
     async fn start(engine: Engine, config: DashboardConfig) -> Server {
+        Server::start_app(
+            axum::Router::new()
+                .merge(workflow_http::axum::router(engine.clone()))
+                .merge(dashboard::router(engine, config)),
+        )
+        .await
+    }
+
+    /// The dashboard behind `auth`, beside the (open) webhook route.
+    async fn start_behind(engine: Engine, config: DashboardConfig, auth: &AdminAuth) -> Server {
+        Server::start_app(
+            axum::Router::new()
+                .merge(workflow_http::axum::router(engine.clone()))
+                .merge(auth.protect(dashboard::router(engine, config))),
+        )
+        .await
+    }
+
+    async fn start_app(app: axum::Router) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app: axum::Router = axum::Router::new()
-            .merge(workflow_http::axum::router(engine.clone()))
-            .merge(dashboard::router(engine, config));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -57,11 +75,27 @@ impl Server {
     }
 
     async fn send(&self, method: Method, path: &str, auth: Option<&str>, body: &str) -> Answer {
+        let bearer = auth.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("authorization", b))
+            .into_iter()
+            .collect();
+        self.send_with(method, path, &headers, body).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
-        if let Some(token) = auth {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req
             .body(Full::new(Bytes::from(body.to_string())))
@@ -86,6 +120,10 @@ impl Server {
         assert_eq!(a.status, StatusCode::OK, "GET {path}: {}", a.body);
         assert_eq!(a.headers["content-type"], "application/json");
         a.json()
+    }
+
+    async fn get_authorized(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, Some(token), "").await
     }
 
     async fn post(&self, path: &str, auth: Option<&str>) -> Answer {
@@ -988,4 +1026,129 @@ async fn a_run_driven_by_the_engine_is_shown_as_it_goes() {
     let list = s.get_json(&format!("{P}/api/runs?workflow=approve")).await;
     assert_eq!(ids(&list), [run.to_string()]);
     engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_admin_gate_pages_and_data_need_the_token() {
+    let (engine, store) = new_engine();
+    let run = rich_run(store.as_ref()).await;
+    assert!(
+        AdminAuth::with_token("").is_err(),
+        "an empty token is refused"
+    );
+    let auth = AdminAuth::with_token("dash-token")
+        .expect("token")
+        .loopback_hosts_only();
+    // Tokens in clear, since only callers with the admin token get through.
+    let s =
+        Server::start_behind(engine, DashboardConfig::new().with_show_tokens(true), &auth).await;
+    let host = s.base.trim_start_matches("http://").to_string();
+    let paths = [
+        format!("{P}/"),
+        format!("{P}/runs/{run}"),
+        format!("{P}/api/runs"),
+        format!("{P}/api/runs/{run}"),
+        format!("{P}/api/runs/{run}/status"),
+        format!("{P}/assets/dashboard.js"),
+    ];
+    for path in &paths {
+        for headers in [
+            vec![],
+            vec![("authorization", "Bearer dash-toke")],
+            vec![("authorization", "Bearer dash-token2")],
+            vec![("authorization", "Basic dash-token")],
+            vec![("cookie", "workflow_admin=dash-tokem")],
+        ] {
+            let a = s.send_with(Method::GET, path, &headers, "").await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path} {headers:?}");
+            assert_eq!(a.headers["www-authenticate"], "Bearer");
+            assert!(!a.body.contains(SECRET), "{path} leaks the token");
+        }
+        let a = s.get_authorized(path, "dash-token").await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+    }
+    let d = s
+        .get_authorized(&format!("{P}/api/runs/{run}"), "dash-token")
+        .await;
+    assert_eq!(d.json()["hooks"][0]["token"], SECRET);
+
+    // A browser: a page that says how, then `?token=` once, then the cookie.
+    let a = s
+        .send_with(
+            Method::GET,
+            &format!("{P}/"),
+            &[("accept", "text/html")],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.headers["content-type"]
+        .to_str()
+        .expect("type")
+        .starts_with("text/html"));
+    assert!(a.body.contains("?token="), "{}", a.body);
+    let a = s
+        .get(&format!("{P}/runs/{run}?from=list&token=dash-token"))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.headers["location"], format!("{P}/runs/{run}?from=list"));
+    let cookie = a.headers["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let pair = cookie.split(';').next().expect("name=value").to_string();
+    let a = s
+        .send_with(
+            Method::GET,
+            &format!("{P}/runs/{run}"),
+            &[("cookie", &pair)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains(SECRET));
+    let a = s.get(&format!("{P}/?token=nope")).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(!a.headers.contains_key("set-cookie"));
+
+    // Other host names are refused, token or not (DNS rebinding).
+    for bad in ["rebound.example", "rebound.example:80", "127.0.0.1.nip.io"] {
+        let a = s
+            .send_with(
+                Method::GET,
+                &format!("{P}/api/runs"),
+                &[("host", bad), ("authorization", "Bearer dash-token")],
+                "",
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{bad}");
+    }
+    let port = host.rsplit(':').next().expect("port");
+    for good in [
+        format!("localhost:{port}"),
+        "[::1]".to_string(),
+        host.clone(),
+    ] {
+        let a = s
+            .send_with(
+                Method::GET,
+                &format!("{P}/api/runs"),
+                &[("host", &good), ("authorization", "Bearer dash-token")],
+                "",
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{good}");
+    }
+
+    // The webhook route beside it is not behind the gate.
+    let a = s
+        .send_with(
+            Method::POST,
+            "/.well-known/workflow/v1/webhook/nobody",
+            &[("host", "rebound.example")],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
 }

@@ -155,7 +155,8 @@ impl ActionsConfig {
         let Some(given) = authorization.and_then(|v| v.strip_prefix("Bearer ")) else {
             return false;
         };
-        !self.bearer_token.is_empty() && constant_time_eq(given.trim(), &self.bearer_token)
+        !self.bearer_token.is_empty()
+            && super::auth::constant_time_eq(given.trim().as_bytes(), self.bearer_token.as_bytes())
     }
 }
 
@@ -165,15 +166,6 @@ impl std::fmt::Debug for ActionsConfig {
             .field("bearer_token", &"[hidden]")
             .finish()
     }
-}
-
-/// Compares two strings in time that depends only on their lengths.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn normalize_prefix(prefix: &str) -> String {

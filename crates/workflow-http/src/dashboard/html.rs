@@ -107,10 +107,14 @@ fn kind_class(kind: EventKind) -> &'static str {
 }
 
 fn time_cell(t: workflow_store::Timestamp) -> String {
-    let text = time_text(t);
+    time_text_cell(&time_text(t))
+}
+
+/// A time already as RFC 3339 text.
+fn time_text_cell(text: &str) -> String {
     format!(
         "<time datetime=\"{t}\">{d}</time>",
-        t = esc(&text),
+        t = esc(text),
         d = esc(&text.replace('T', " "))
     )
 }
@@ -365,7 +369,7 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
             "<table><thead><tr><th>Hook</th><th>Token</th><th>Webhook</th><th>Created</th><th>Metadata</th></tr></thead><tbody>",
         );
         for h in &d.hooks {
-            let webhook = match (&h.webhook, &h.path) {
+            let webhook = match (&h.webhook, &h.webhook_path) {
                 (Some(mode), Some(path)) => format!(
                     "<code>{}</code><br><span class=\"hint\">{}</span>",
                     esc(path),
@@ -381,9 +385,9 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
                 c,
                 "<tr><td class=\"mono\">{corr}</td><td><code class=\"token\">{tok}</code></td><td>{webhook}</td>\
                  <td>{created}</td><td><code>{meta}</code></td></tr>",
-                corr = esc(&h.correlation),
+                corr = esc(&h.hook),
                 tok = esc(&h.token),
-                created = time_cell(h.created_at),
+                created = time_text_cell(&h.created),
                 meta = esc(&h.metadata.to_string()),
             );
         }

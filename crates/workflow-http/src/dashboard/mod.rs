@@ -19,9 +19,12 @@
 //!
 //! The dashboard reads the engine's store; it needs no workers of its own and
 //! shows runs driven by any engine on the same store. Protect it as you would
-//! any operator page (it shows workflow inputs, outputs and payloads), e.g.
-//! with your own auth layer around the router, or by binding to a loopback
-//! address.
+//! any operator page (it shows workflow inputs, outputs and payloads):
+//! [`AdminAuth::protect`] puts it behind a bearer token (browsers sign in once
+//! with `?token=`) and, on a loopback address, refuses requests whose `Host`
+//! is not a loopback name (DNS rebinding). Put an admin API you serve beside
+//! it behind the same [`AdminAuth`]; [`views`] builds the run, event and hook
+//! values both can answer with.
 //!
 //! # Pages
 //!
@@ -57,10 +60,12 @@
 //! hides the values of secret-looking headers (`authorization`, `cookie`, …)
 //! of recorded requests. [`DashboardConfig::with_show_tokens`] shows them.
 
+mod auth;
 mod config;
 mod convert;
 mod html;
 mod model;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -73,6 +78,7 @@ use serde_json::json;
 use workflow_core::{Engine, EngineError};
 use workflow_store::{RunId, RunStatus, StoreError};
 
+pub use auth::{constant_time_eq, AdminAuth, EmptyTokenError, SESSION_COOKIE};
 pub use config::{ActionsConfig, DashboardConfig, DEFAULT_PREFIX};
 pub use convert::{payload_json, time_text};
 

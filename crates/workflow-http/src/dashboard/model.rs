@@ -6,13 +6,14 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Value as Json};
-use workflow_core::{webhook_path, Engine};
+use workflow_core::Engine;
 use workflow_store::{
-    Event, EventData, EventKind, HookRecord, RunId, RunQuery, RunRecord, RunStatus, Store,
-    StoreError, Timestamp, WebhookResponse,
+    Event, EventData, EventKind, RunId, RunQuery, RunRecord, RunStatus, Store, StoreError,
+    Timestamp,
 };
 
-use super::convert::{payload_json, relative, time_text, Scrubber};
+use super::convert::{relative, time_text, Scrubber};
+use super::views::{event_data, HookView, RunView};
 
 /// Runs per call when the dashboard scans the store's listing.
 const SCAN_PAGE: usize = 256;
@@ -287,20 +288,6 @@ pub(crate) struct StepView {
     pub retry_at: Option<Timestamp>,
 }
 
-/// A live hook.
-#[derive(Debug, Clone)]
-pub(crate) struct HookView {
-    pub correlation: String,
-    /// The token, masked unless tokens are shown.
-    pub token: String,
-    /// The webhook's response mode, for webhooks.
-    pub webhook: Option<String>,
-    /// The webhook's path, for webhooks when tokens are shown.
-    pub path: Option<String>,
-    pub created_at: Timestamp,
-    pub metadata: Json,
-}
-
 /// A timer the run waits for: a durable sleep or a step's next attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct TimerView {
@@ -355,7 +342,7 @@ pub(crate) async fn run_detail(
     let hooks = hooks
         .iter()
         .filter(|h| h.live)
-        .map(|h| hook_view(h, &scrub))
+        .map(|h| HookView::scrubbed(h, &scrub))
         .collect();
     Ok(Some(RunDetail {
         summary: RunSummary {
@@ -370,36 +357,6 @@ pub(crate) async fn run_detail(
         now,
         masked: scrub.hides(),
     }))
-}
-
-fn hook_view(h: &HookRecord, scrub: &Scrubber) -> HookView {
-    HookView {
-        correlation: h.hook.to_string(),
-        token: scrub.token(h.token.as_str()),
-        webhook: h.webhook.as_ref().map(webhook_mode),
-        path: h
-            .webhook
-            .as_ref()
-            .filter(|_| !scrub.hides())
-            .map(|_| webhook_path(h.token.as_str())),
-        created_at: h.created_at,
-        metadata: h
-            .metadata
-            .as_ref()
-            .map(|m| scrub.value(payload_json(m)))
-            .unwrap_or(Json::Null),
-    }
-}
-
-fn webhook_mode(w: &WebhookResponse) -> String {
-    match w {
-        WebhookResponse::Accepted => "answers 202 Accepted".to_string(),
-        WebhookResponse::Static(r) => format!("answers a static {}", r.status),
-        WebhookResponse::Manual { timeout_ms } => {
-            format!("answered by the workflow (timeout {timeout_ms} ms)")
-        }
-        _ => "webhook".to_string(),
-    }
 }
 
 /// The timeline, the steps, and the pending timers derived from the log:
@@ -419,26 +376,11 @@ fn timeline(
         let correlation = e.data.correlation_id().map(|c| c.to_string());
         let mut attempt = None;
         let mut error = None;
-        let data = match &e.data {
-            EventData::RunCreated { workflow, input } => {
-                json!({ "workflow": workflow, "input": scrub.value(payload_json(input)) })
-            }
-            EventData::RunCompleted { output } => {
-                json!({ "output": scrub.value(payload_json(output)) })
-            }
+        match &e.data {
             EventData::RunFailed { error: err } | EventData::RunBlocked { error: err } => {
-                let message = scrub.text(&err.message);
-                error = Some(message.clone());
-                match &err.details {
-                    Some(d) => json!({ "error": message, "details": scrub.value(payload_json(d)) }),
-                    None => json!({ "error": message }),
-                }
+                error = Some(scrub.text(&err.message));
             }
-            EventData::StepCreated {
-                step,
-                name,
-                input_digest,
-            } => {
+            EventData::StepCreated { step, name, .. } => {
                 step_index.insert(step.to_string(), steps.len());
                 steps.push(StepView {
                     correlation: step.to_string(),
@@ -448,32 +390,20 @@ fn timeline(
                     error: None,
                     retry_at: None,
                 });
-                match input_digest {
-                    Some(d) => json!({ "name": name, "input_digest": hex(d) }),
-                    None => json!({ "name": name }),
-                }
             }
             EventData::StepStarted { step, attempt: a } => {
                 attempt = Some(*a);
-                if let Some(s) = step_index
-                    .get(step.as_str())
-                    .and_then(|&i| steps.get_mut(i))
-                {
+                if let Some(s) = step_mut(&mut steps, &step_index, step.as_str()) {
                     s.attempts = s.attempts.max(*a);
                     s.state = "running";
                     s.retry_at = None;
                 }
-                json!({ "attempt": a })
             }
-            EventData::StepCompleted { step, result } => {
-                if let Some(s) = step_index
-                    .get(step.as_str())
-                    .and_then(|&i| steps.get_mut(i))
-                {
+            EventData::StepCompleted { step, .. } => {
+                if let Some(s) = step_mut(&mut steps, &step_index, step.as_str()) {
                     s.state = "completed";
                     s.retry_at = None;
                 }
-                json!({ "result": scrub.value(payload_json(result)) })
             }
             EventData::StepRetrying {
                 step,
@@ -482,88 +412,39 @@ fn timeline(
             } => {
                 let message = scrub.text(&err.message);
                 error = Some(message.clone());
-                if let Some(s) = step_index
-                    .get(step.as_str())
-                    .and_then(|&i| steps.get_mut(i))
-                {
+                if let Some(s) = step_mut(&mut steps, &step_index, step.as_str()) {
                     s.state = "retrying";
-                    s.error = Some(message.clone());
+                    s.error = Some(message);
                     s.retry_at = Some(*retry_at);
                 }
-                json!({
-                    "error": message,
-                    "retry_at": time_text(*retry_at),
-                    "retry_at_ms": retry_at.as_millis(),
-                })
             }
             EventData::StepFailed { step, error: err } => {
                 let message = scrub.text(&err.message);
                 error = Some(message.clone());
-                if let Some(s) = step_index
-                    .get(step.as_str())
-                    .and_then(|&i| steps.get_mut(i))
-                {
+                if let Some(s) = step_mut(&mut steps, &step_index, step.as_str()) {
                     s.state = "failed";
-                    s.error = Some(message.clone());
+                    s.error = Some(message);
                     s.retry_at = None;
                 }
-                json!({ "error": message })
             }
             EventData::HookCreated {
                 hook,
-                token,
-                metadata,
-                webhook,
-            } => {
-                if webhook.is_some() {
-                    webhooks.push(hook.to_string());
-                }
-                json!({
-                    "token": scrub.token(token.as_str()),
-                    "webhook": webhook.as_ref().map(webhook_mode),
-                    "metadata": metadata.as_ref().map(|m| scrub.value(payload_json(m))),
-                })
-            }
-            EventData::HookReceived { hook, payload } => {
-                let mut decoded = scrub.value(payload_json(payload));
-                if webhooks.iter().any(|w| w == hook.as_str()) {
-                    decoded = scrub.headers(decoded);
-                }
-                json!({ "payload": decoded })
-            }
-            EventData::HookResponded {
-                request_id,
-                response,
+                webhook: Some(_),
                 ..
-            } => {
-                let headers: Vec<Json> = response
-                    .headers
-                    .iter()
-                    .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
-                    .collect();
-                let response = scrub.headers(json!({
-                    "status": response.status,
-                    "headers": headers,
-                    "body": String::from_utf8_lossy(&response.body),
-                }));
-                scrub.value(json!({ "request_id": request_id, "response": response }))
-            }
-            EventData::HookConflict { token, holder, .. } => {
-                json!({ "token": scrub.token(token.as_str()), "holder": holder.to_string() })
-            }
+            } => webhooks.push(hook.to_string()),
             EventData::WaitCreated { wait, resume_at } => {
                 waits.push((wait.to_string(), *resume_at));
-                json!({
-                    "resume_at": time_text(*resume_at),
-                    "resume_at_ms": resume_at.as_millis(),
-                })
             }
             EventData::WaitCompleted { wait } => {
                 waits.retain(|(w, _)| w != wait.as_str());
-                json!({})
             }
-            _ => json!({}),
+            _ => {}
+        }
+        let webhook = match &e.data {
+            EventData::HookReceived { hook, .. } => webhooks.iter().any(|w| w == hook.as_str()),
+            _ => false,
         };
+        let data = event_data(e, scrub, webhook);
         let step = correlation
             .as_deref()
             .and_then(|c| step_index.get(c))
@@ -608,8 +489,12 @@ fn timeline(
     (events, steps, timers)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn step_mut<'a>(
+    steps: &'a mut [StepView],
+    index: &HashMap<String, usize>,
+    step: &str,
+) -> Option<&'a mut StepView> {
+    index.get(step).and_then(|&i| steps.get_mut(i))
 }
 
 // ---- JSON forms -------------------------------------------------------------
@@ -636,24 +521,29 @@ pub(crate) fn summary_fingerprint(s: &RunSummary) -> String {
 /// A run as listed, as JSON.
 pub(crate) fn summary_json(s: &RunSummary) -> Json {
     let r = &s.record;
-    json!({
-        "id": r.id.to_string(),
-        "workflow": r.workflow,
-        "status": r.status.as_str(),
-        "active": !r.status.is_terminal(),
-        "created": time_text(r.created_at),
-        "created_at": r.created_at.as_millis(),
-        "updated": time_text(r.updated_at),
-        "updated_at": r.updated_at.as_millis(),
-        "events": r.next_seq,
-        "last_event": s.last.map(|(seq, kind, at)| json!({
+    let mut v = to_object(&RunView::with_error(r, s.error.clone()));
+    v.insert("error".into(), json!(s.error));
+    v.insert("active".into(), json!(!r.status.is_terminal()));
+    v.insert("created_at".into(), json!(r.created_at.as_millis()));
+    v.insert("updated_at".into(), json!(r.updated_at.as_millis()));
+    v.insert(
+        "last_event".into(),
+        json!(s.last.map(|(seq, kind, at)| json!({
             "seq": seq,
             "kind": kind.as_str(),
             "time": time_text(at),
             "at": at.as_millis(),
-        })),
-        "error": s.error,
-    })
+        }))),
+    );
+    Json::Object(v)
+}
+
+/// A view as a JSON object (empty if it does not serialize to one).
+fn to_object<T: serde::Serialize>(view: &T) -> serde_json::Map<String, Json> {
+    match serde_json::to_value(view) {
+        Ok(Json::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// A runs page as JSON.
@@ -700,14 +590,14 @@ pub(crate) fn detail_json(d: &RunDetail, from_seq: u64) -> Json {
             "error": s.error,
             "retry_at": s.retry_at.map(time_text),
         })).collect::<Vec<_>>(),
-        "hooks": d.hooks.iter().map(|h| json!({
-            "correlation": h.correlation,
-            "token": h.token,
-            "webhook": h.webhook,
-            "webhook_path": h.path,
-            "created": time_text(h.created_at),
-            "metadata": h.metadata,
-        })).collect::<Vec<_>>(),
+        "hooks": d.hooks.iter().map(|h| {
+            let mut v = to_object(h);
+            // Kept for callers of the earlier form; `hook` is the same.
+            v.insert("correlation".into(), json!(h.hook));
+            v.insert("webhook".into(), json!(h.webhook));
+            v.insert("webhook_path".into(), json!(h.webhook_path));
+            Json::Object(v)
+        }).collect::<Vec<_>>(),
         "timers": d.timers.iter().map(|t| json!({
             "correlation": t.correlation,
             "kind": t.kind,
