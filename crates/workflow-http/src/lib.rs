@@ -12,6 +12,7 @@
 //! | `axum` | `workflow_http::axum` (axum 0.8) | `router` / `router_with`, and a `resume_webhook` handler for your own route |
 //! | `warp` | `workflow_http::warp` (warp 0.4) | `webhook` / `webhook_with` filters, `resume_webhook` for your own path, `recover` |
 //! | `dashboard` | `workflow_http::dashboard` (axum 0.8) | a read-only runs dashboard (HTML and a JSON API) to mount in your app; off unless mounted |
+//! | `server` | `workflow_http::server` (hyper 1) | `serve` an axum `Router` (or any tower service) with read timeouts, a connection cap, head limits and a shutdown deadline |
 //!
 //! Every adapter behaves the same, because each converts its framework's
 //! request and calls the framework-neutral [`resume_webhook`] of this crate,
@@ -48,6 +49,8 @@ pub mod axum;
 pub mod dashboard;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "warp")]
 pub mod warp;
 
