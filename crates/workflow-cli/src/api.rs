@@ -12,8 +12,11 @@
 //! | `POST /api/v1/hooks/{token}/resume` (JSON body) | resume a hook |
 //!
 //! It lists tokens and changes runs, so it is an operator's tool: `workflow
-//! serve` mounts it only on a loopback address unless given an admin token,
-//! which every request must then carry as `Authorization: Bearer <token>`.
+//! serve` serves it, with the dashboard, behind one gate
+//! ([`workflow_http::dashboard::AdminAuth`]). With `--admin-token` every
+//! request must carry `Authorization: Bearer <token>` (`401` without it);
+//! without one it is served only on a loopback address, where requests must
+//! name `localhost`, `127.0.0.1` or `[::1]` as their `Host` (`421` otherwise).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -40,34 +43,12 @@ impl IntoResponse for OpError {
     }
 }
 
-/// Rejects requests without the admin token, when one is configured.
-async fn require_token(
-    State(token): State<Option<String>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(want) = &token {
-        let given = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(want.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(serde_json::json!({ "error": "missing or wrong admin token" })),
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// The admin API on `ops`; with `token`, requests need `Authorization: Bearer <token>`.
-pub fn router<S: Clone + Send + Sync + 'static>(
-    ops: Operations,
-    token: Option<String>,
-) -> Router<S> {
+/// The admin API on `ops`.
+///
+/// It has no access control of its own: `workflow serve` puts it and the
+/// dashboard behind one [`AdminAuth`](workflow_http::dashboard::AdminAuth)
+/// (see [`crate::serve::admin_routes`]). Mount it only behind such a gate.
+pub fn router<S: Clone + Send + Sync + 'static>(ops: Operations) -> Router<S> {
     Router::new()
         .route("/api/v1/runs", get(list_runs).post(start_run))
         .route("/api/v1/runs/{id}/events", get(events))
@@ -75,7 +56,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .route("/api/v1/runs/{id}/unblock", post(unblock))
         .route("/api/v1/hooks", get(hooks))
         .route("/api/v1/hooks/{token}/resume", post(resume))
-        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(Admin { ops })
 }
 

@@ -21,6 +21,28 @@ pub enum CliError {
         /// Why.
         message: String,
     },
+    /// The command line asks for something that cannot work.
+    #[error("{0}")]
+    Usage(String),
+    /// The data directory is held by another process whose address is not
+    /// known (see [`crate::address::find_server`]).
+    #[error(
+        "{path} is in use by another process, but {message}; name the server with --server URL"
+    )]
+    NoServer {
+        /// The data directory.
+        path: String,
+        /// What is wrong with its address file.
+        message: String,
+    },
+    /// The server's address file could not be written.
+    #[error("cannot write the server address file {path}: {message}")]
+    AddressFile {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// The input is not valid JSON.
     #[error("invalid JSON {what}: {message}")]
     Json {

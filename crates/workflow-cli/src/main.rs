@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use workflow_cli::address;
 use workflow_cli::client::RemoteClient;
 use workflow_cli::ops::{parse_status, OpError, Operations};
 use workflow_cli::serve::{self, ServeOptions};
 use workflow_cli::view::{ActionView, EventView, HookView, RunView};
 use workflow_cli::CliError;
 
-/// Where the server listens by default, and where commands look for it.
+/// Where the server listens by default. Commands do not assume it: they read
+/// the address a running server wrote into the data directory.
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 
 #[derive(Parser)]
@@ -29,11 +31,14 @@ struct Cli {
         default_value = "./workflow-data"
     )]
     data: PathBuf,
-    /// Talk to a running server (e.g. http://127.0.0.1:3000) instead of opening the
-    /// data directory. Used automatically when the directory is held by a server.
+    /// Talk to the server at this URL (e.g. http://127.0.0.1:3000) instead of
+    /// opening the data directory. Without it, when the directory is held by a
+    /// running server, commands talk to the address that server wrote into it
+    /// (server.json).
     #[arg(long, global = true, env = "WORKFLOW_SERVER")]
     server: Option<String>,
-    /// Bearer token for the admin API (required by `serve` on non-loopback addresses).
+    /// Bearer token of the admin API and the dashboard: `serve` requires it on
+    /// addresses other than loopback ones; the other commands send it.
     #[arg(long, global = true, env = "WORKFLOW_ADMIN_TOKEN")]
     admin_token: Option<String>,
     /// Print JSON instead of tables.
@@ -108,7 +113,7 @@ enum Target {
 }
 
 impl Target {
-    fn pick(cli: &Cli) -> Result<Target, CliError> {
+    async fn pick(cli: &Cli) -> Result<Target, CliError> {
         if let Some(server) = &cli.server {
             return Ok(Target::Remote(Box::new(RemoteClient::new(
                 server,
@@ -118,13 +123,14 @@ impl Target {
         match serve::open_store(&cli.data) {
             Ok(store) => Ok(Target::Local(Operations::new(serve::engine(store)))),
             Err(CliError::Open { message, .. }) if message.contains("in use") => {
-                let server = format!("http://{DEFAULT_ADDR}");
+                let found = address::find_server(&cli.data, address::STARTUP_WAIT).await?;
                 eprintln!(
-                    "note: {} is held by a running server; talking to it at {server}",
-                    cli.data.display()
+                    "note: {} is held by a running server; talking to it at {}",
+                    cli.data.display(),
+                    found.url
                 );
                 Ok(Target::Remote(Box::new(RemoteClient::new(
-                    &server,
+                    &found.url,
                     cli.admin_token.clone(),
                 ))))
             }
@@ -206,6 +212,9 @@ fn print_action(json: bool, what: &str, a: &ActionView) {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if cli.admin_token.as_deref() == Some("") {
+        return Err(serve::empty_token());
+    }
     match &cli.command {
         Command::Serve { addr } => {
             return serve::serve(ServeOptions {
@@ -249,7 +258,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         _ => {}
     }
-    let target = Target::pick(&cli)?;
+    let target = Target::pick(&cli).await?;
     match &cli.command {
         Command::Start { workflow, input } => {
             let input = parse_json("input", input)?;

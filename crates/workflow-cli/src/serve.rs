@@ -1,13 +1,30 @@
 //! `workflow serve`: the example workflows on sled, behind axum, with the
 //! read-only runs dashboard at [`DASHBOARD_PATH`].
+//!
+//! What it serves ([`app`]):
+//!
+//! - the webhook route, to anyone (a token is the sender's credential);
+//! - the admin surface ([`admin_routes`]): the admin API ([`crate::api`]) and
+//!   the dashboard, behind one gate ([`AdminAuth`], from [`admin_auth`]).
+//!
+//! | address | `--admin-token` | admin API and dashboard |
+//! |---|---|---|
+//! | loopback | none | open to this machine; `Host` must be `localhost`, `127.0.0.1` or `[::1]` |
+//! | loopback | given | the token, and the same `Host` check |
+//! | any other | given | the token |
+//! | any other | none | refused: `serve` does not start |
+//!
+//! An empty token is refused too. Once it listens, `serve` writes its address
+//! into the data directory ([`crate::address`]) for the other commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use workflow_core::Engine;
-use workflow_http::dashboard::DashboardConfig;
+use workflow_http::dashboard::{AdminAuth, DashboardConfig};
 use workflow_store::SledStore;
 
+use crate::address::{self, AddressFile, ServerAddress};
 use crate::error::CliError;
 use crate::ops::Operations;
 
@@ -22,8 +39,8 @@ pub struct ServeOptions {
     pub data: PathBuf,
     /// Where to listen.
     pub addr: SocketAddr,
-    /// Bearer token required by the admin API; without one the admin API is
-    /// served only on loopback addresses.
+    /// Bearer token required by the admin API and the dashboard; required
+    /// on addresses other than loopback ones. Must not be empty.
     pub admin_token: Option<String>,
 }
 
@@ -40,10 +57,65 @@ pub fn engine(store: SledStore) -> Engine {
     crate::workflows::register(Engine::builder(store)).build()
 }
 
+/// The gate of the admin surface of a server listening on `addr` with
+/// `token` (`--admin-token`): see the [module documentation](self).
+///
+/// An empty token, or no token on an address other than a loopback one, is
+/// an error that says what to do.
+pub fn admin_auth(addr: SocketAddr, token: Option<&str>) -> Result<AdminAuth, CliError> {
+    let loopback = addr.ip().is_loopback();
+    let auth = match token {
+        Some(t) => AdminAuth::with_token(t).map_err(|_| empty_token())?,
+        None if loopback => AdminAuth::open(),
+        None => {
+            return Err(CliError::Usage(format!(
+                "serving on {addr}, not a loopback address, needs --admin-token (or \
+                 WORKFLOW_ADMIN_TOKEN): the admin API and the dashboard show run data and hook tokens"
+            )))
+        }
+    };
+    Ok(if loopback {
+        auth.loopback_hosts_only()
+    } else {
+        auth
+    })
+}
+
+/// The error for an empty `--admin-token`.
+pub fn empty_token() -> CliError {
+    CliError::Usage(
+        "--admin-token (or WORKFLOW_ADMIN_TOKEN) is empty: give a token, or leave it unset".into(),
+    )
+}
+
+/// The admin surface: the admin API and the dashboard (hook tokens shown:
+/// only callers `auth` lets through see it), behind the one gate `auth`.
+pub fn admin_routes(engine: &Engine, auth: &AdminAuth) -> axum::Router {
+    let dashboard = DashboardConfig::new()
+        .with_prefix(DASHBOARD_PATH)
+        .with_show_tokens(true);
+    auth.protect(
+        axum::Router::new()
+            .merge(crate::api::router(Operations::new(engine.clone())))
+            .merge(workflow_http::dashboard::router(engine.clone(), dashboard)),
+    )
+}
+
+/// Everything `workflow serve` serves: the webhook route, open to anyone,
+/// and the [`admin_routes`] behind `auth`.
+pub fn app(engine: &Engine, auth: &AdminAuth) -> axum::Router {
+    axum::Router::new()
+        .merge(workflow_http::axum::router(engine.clone()))
+        .merge(admin_routes(engine, auth))
+}
+
 /// Serves until Ctrl-C (or SIGTERM), then stops taking requests, lets the
 /// runs being driven suspend, and returns.
 pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
+    let auth = admin_auth(opts.addr, opts.admin_token.as_deref())?;
     let store = open_store(&opts.data)?;
+    // The directory is ours: an address file in it is a crashed server's.
+    address::remove_stale(&opts.data);
     let engine = engine(store);
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
@@ -55,36 +127,28 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
         addr: opts.addr.to_string(),
         message: e.to_string(),
     })?;
+    let address_file = AddressFile::write(&opts.data, &ServerAddress::of_this_process(local))?;
     engine.start_workers();
-    let mut app = axum::Router::new().merge(workflow_http::axum::router(engine.clone()));
-    let admin = local.ip().is_loopback() || opts.admin_token.is_some();
-    // Read-only. Hook tokens resume runs: the dashboard shows them only where
-    // the admin API (which lists them) is open without a token, on loopback.
-    let dashboard = DashboardConfig::new()
-        .with_prefix(DASHBOARD_PATH)
-        .with_show_tokens(local.ip().is_loopback());
-    app = app.merge(workflow_http::dashboard::router(engine.clone(), dashboard));
-    if admin {
-        app = app.merge(crate::api::router(
-            Operations::new(engine.clone()),
-            opts.admin_token.clone(),
-        ));
-    }
+    let app = app(&engine, &auth);
     let base = format!("http://{local}");
     println!(
         "workflow serve: listening on {base} (data in {})",
         opts.data.display()
     );
     println!("workflow serve: dashboard at {base}{DASHBOARD_PATH}/");
-    if admin {
-        println!("try it:");
-        println!("  workflow start approve_order '{{\"id\": 42, \"amount_cents\": 1999}}'");
+    if auth.requires_token() {
         println!(
-            "  curl -X POST {base}/.well-known/workflow/v1/webhook/order:42 -d '{{\"approved\": true}}'"
+            "workflow serve: the admin API and the dashboard need the admin token: \
+             `Authorization: Bearer <token>`, or in a browser open {base}{DASHBOARD_PATH}/?token=<token> once"
         );
     } else {
-        println!("admin API off: not a loopback address and no --admin-token given");
+        println!("workflow serve: no --admin-token: the admin API and the dashboard are open to this machine only");
     }
+    println!("try it:");
+    println!("  workflow start approve_order '{{\"id\": 42, \"amount_cents\": 1999}}'");
+    println!(
+        "  curl -X POST {base}/.well-known/workflow/v1/webhook/order:42 -d '{{\"approved\": true}}'"
+    );
     let shutdown = async {
         shutdown_signal().await;
         println!("workflow serve: shutting down");
@@ -92,6 +156,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    // No longer serving: the other commands must not look for it.
+    drop(address_file);
     engine.shutdown().await;
     served.map_err(|e| CliError::Listen {
         addr: local.to_string(),

@@ -23,6 +23,12 @@ pub struct Server {
 impl Server {
     /// Starts `workflow --data <data> serve --addr <addr>` and waits until it listens.
     pub fn start(data: &Path, addr: &str) -> Server {
+        Server::start_with(data, addr, &[])
+    }
+
+    /// Starts `workflow --data <data> serve --addr <addr> <extra...>` and
+    /// waits until it listens.
+    pub fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args([
                 "--data",
@@ -31,6 +37,7 @@ impl Server {
                 "--addr",
                 addr,
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
