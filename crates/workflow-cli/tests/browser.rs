@@ -5,6 +5,11 @@
 //! `target/test-artifacts/` (`dashboard.png`: the run's page,
 //! `dashboard-runs.png`: the runs list).
 //!
+//! A second test signs a browser in to a server with `--admin-token`: the
+//! page opened with `?token=` renders (the cookie set on the redirect is sent
+//! with it and with the script's polls); without it the browser gets the 401
+//! page and no run data.
+//!
 //! Needs Debian's `chromium` (`.ci/install-browser` installs it). Without a
 //! browser the test prints `SKIPPED: no chromium` and passes. Set `CHROMIUM`
 //! to use another binary.
@@ -46,6 +51,10 @@ fn find_chromium() -> Option<String> {
 }
 
 fn cli(data: &Path, server: &str, args: &[&str]) -> serde_json::Value {
+    cli_with(data, server, &[], args)
+}
+
+fn cli_with(data: &Path, server: &str, global: &[&str], args: &[&str]) -> serde_json::Value {
     let out: Output = Command::new(BIN)
         .args([
             "--data",
@@ -53,6 +62,7 @@ fn cli(data: &Path, server: &str, args: &[&str]) -> serde_json::Value {
             "--server",
             server,
         ])
+        .args(global)
         .args(args)
         .arg("--json")
         .output()
@@ -310,6 +320,61 @@ fn dashboard_in_headless_chromium() {
         &profile,
         &list_url,
         &artifacts.join("dashboard-runs.png"),
+    );
+    server.interrupt();
+}
+
+#[test]
+fn dashboard_sign_in_with_the_admin_token_in_headless_chromium() {
+    let Some(browser) = find_chromium() else {
+        println!("SKIPPED: no chromium");
+        return;
+    };
+    const TOKEN: &str = "browser-s3cret";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, "127.0.0.1:0", &["--admin-token", TOKEN]);
+    let base = server.base.clone();
+    let token = ["--admin-token", TOKEN];
+    let started = cli_with(
+        &data,
+        &base,
+        &token,
+        &["start", "chat", r#"{"room": "signed-in"}"#],
+    );
+    let run = started["run"].as_str().expect("run id").to_string();
+    wait_until("the chat's hook", || {
+        cli_with(&data, &base, &token, &["hooks"])
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .any(|h| h["token"] == "chat:signed-in")
+    });
+
+    let run_url = format!("{base}{DASHBOARD}/runs/{run}");
+    let profile = dir.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let dom = chromium(&browser, &profile, &["--dump-dom"], &run_url);
+    assert!(!dom.contains(&run), "shown without the token: {dom}");
+    assert!(
+        !dom.contains("chat:signed-in"),
+        "the hook token leaks: {dom}"
+    );
+    assert!(dom.contains("?token="), "the 401 page says how: {dom}");
+
+    let other = dir.path().join("chromium-profile-2");
+    std::fs::create_dir_all(&other).expect("profile dir");
+    let dom = chromium(
+        &browser,
+        &other,
+        &["--dump-dom"],
+        &format!("{run_url}?token={TOKEN}"),
+    );
+    assert!(dom.contains("id=\"timeline\""), "not the run page: {dom}");
+    assert!(dom.contains(&run), "run id missing: {dom}");
+    assert!(
+        dom.contains("chat:signed-in"),
+        "signed in, the hook token is shown: {dom}"
     );
     server.interrupt();
 }
