@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use workflow_cli::address;
@@ -11,6 +12,7 @@ use workflow_cli::ops::{parse_status, OpError, Operations};
 use workflow_cli::serve::{self, ServeOptions};
 use workflow_cli::view::{ActionView, EventView, HookView, RunView};
 use workflow_cli::CliError;
+use workflow_http::server;
 
 /// Where the server listens by default. Commands do not assume it: they read
 /// the address a running server wrote into the data directory.
@@ -56,6 +58,23 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = DEFAULT_ADDR)]
         addr: SocketAddr,
+        /// Most connections served at once; more are answered 503 and closed at once.
+        #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Seconds a client has to send a request's head (also how long an idle
+        /// keep-alive connection is kept).
+        #[arg(long, default_value_t = server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+        header_timeout: u64,
+        /// Seconds a client has to send a whole request body.
+        #[arg(long, default_value_t = server::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+        body_timeout: u64,
+        /// Largest request head (request line and headers), in bytes; larger is answered 431.
+        #[arg(long, default_value_t = server::DEFAULT_MAX_HEADER_BYTES)]
+        max_header_bytes: usize,
+        /// Seconds shutdown waits for open requests (and as long again for running
+        /// steps) before closing them.
+        #[arg(long, default_value_t = server::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+        shutdown_timeout: u64,
     },
     /// Start a run: `workflow start approve_order '{"id": 42, "amount_cents": 1999}'`.
     Start {
@@ -216,13 +235,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         return Err(serve::empty_token());
     }
     match &cli.command {
-        Command::Serve { addr } => {
+        Command::Serve {
+            addr,
+            max_connections,
+            header_timeout,
+            body_timeout,
+            max_header_bytes,
+            shutdown_timeout,
+        } => {
+            let limits = server::ServerLimits::new()
+                .with_max_connections(*max_connections)
+                .with_header_read_timeout(Duration::from_secs(*header_timeout))
+                .with_body_read_timeout(Duration::from_secs(*body_timeout))
+                .with_max_header_bytes(*max_header_bytes)
+                .with_shutdown_timeout(Duration::from_secs(*shutdown_timeout));
             return serve::serve(ServeOptions {
                 data: cli.data.clone(),
                 addr: *addr,
                 admin_token: cli.admin_token.clone(),
+                limits,
             })
-            .await
+            .await;
         }
         Command::CheckReplay => {
             let engine = serve::engine(serve::open_store(&cli.data)?);

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use workflow_core::Engine;
 use workflow_http::dashboard::{AdminAuth, DashboardConfig};
+use workflow_http::server::ServerLimits;
 use workflow_store::SledStore;
 
 use crate::address::{self, AddressFile, ServerAddress};
@@ -42,6 +43,9 @@ pub struct ServeOptions {
     /// Bearer token required by the admin API and the dashboard; required
     /// on addresses other than loopback ones. Must not be empty.
     pub admin_token: Option<String>,
+    /// Connection limits: read timeouts, the connection cap, head limits and
+    /// the shutdown deadline ([`ServerLimits`]).
+    pub limits: ServerLimits,
 }
 
 /// Opens the data directory as a sled store, with a message a person can act on.
@@ -110,7 +114,9 @@ pub fn app(engine: &Engine, auth: &AdminAuth) -> axum::Router {
 }
 
 /// Serves until Ctrl-C (or SIGTERM), then stops taking requests, lets the
-/// runs being driven suspend, and returns.
+/// requests and the runs being driven finish, and returns; whatever the
+/// clients do, within [`ServerLimits::shutdown_timeout`] for the connections
+/// and as long again for running steps.
 pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     let auth = admin_auth(opts.addr, opts.admin_token.as_deref())?;
     let store = open_store(&opts.data)?;
@@ -153,12 +159,19 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
         shutdown_signal().await;
         println!("workflow serve: shutting down");
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let deadline = opts.limits.shutdown_timeout;
+    let served = workflow_http::server::serve(listener, app, opts.limits, shutdown).await;
     // No longer serving: the other commands must not look for it.
     drop(address_file);
-    engine.shutdown().await;
+    // Steps in flight may finish and be recorded, within the same deadline;
+    // past it they are abandoned (they run again on the next start).
+    if tokio::time::timeout(deadline, engine.shutdown())
+        .await
+        .is_err()
+    {
+        println!("workflow serve: steps still running after {deadline:?}; abandoning them");
+        engine.shutdown_now();
+    }
     served.map_err(|e| CliError::Listen {
         addr: local.to_string(),
         message: e.to_string(),
