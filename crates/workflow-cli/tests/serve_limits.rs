@@ -1,7 +1,7 @@
 //! `workflow serve` against hostile clients, on 127.0.0.1: it stops within its
-//! shutdown deadline whatever the clients do, refuses connections past its
-//! cap at once while still serving, cuts off clients that stall, and refuses
-//! oversize heads. (The limits themselves are tested in workflow-http's
+//! shutdown deadline whatever the clients do, keeps answering real requests
+//! while idle connections fill its connection cap, cuts off clients that
+//! stall, and refuses oversize heads. (The limits themselves are tested in workflow-http's
 //! `server_limits.rs`; this checks that `serve` uses them and its flags.)
 
 mod support;
@@ -86,39 +86,29 @@ fn sigterm_stops_serve_within_its_deadline_while_clients_hold_half_sent_requests
 }
 
 #[test]
-fn serve_refuses_connections_past_its_cap_and_closes_stalled_ones() {
+fn idle_connections_filling_the_cap_do_not_stop_a_request_and_are_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with(
         &dir.path().join("data"),
         "127.0.0.1:0",
-        &["--max-connections", "20", "--header-timeout", "1"],
+        &["--max-connections", "20", "--header-timeout", "2"],
     );
-    // 20 clients that connect and say nothing fill the cap ...
-    let mut idle: Vec<TcpStream> = (0..20)
+    // 30 clients that connect and say nothing: 20 fill the cap, and each of
+    // the others takes the slot of the oldest one, which is closed.
+    let mut idle: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(&server.addr).expect("connect"))
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    // ... so the next is refused at once, not queued,
-    let refused = get(&server.addr);
-    assert!(
-        refused.starts_with("HTTP/1.1 503") || refused == "closed" || refused.contains("failed"),
-        "{refused}"
-    );
-    // and once the header timeout closes them, a normal request is served.
+    // A real request still gets its answer, at once.
+    let answer = get(&server.addr);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Every idle connection is closed: the oldest to make room, the rest by
+    // the header timeout.
     for conn in &mut idle {
         assert!(
             closed_within(conn, Duration::from_secs(10)),
             "an idle connection outlived the header timeout"
         );
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = get(&server.addr);
-        if answer.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never served again: {answer}");
-        std::thread::sleep(Duration::from_millis(50));
     }
     server.interrupt();
 }

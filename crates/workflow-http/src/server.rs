@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | [`header_read_timeout`](ServerLimits::header_read_timeout) | 10 s | hyper's `header_read_timeout` | the connection is closed; this also closes idle keep-alive connections |
 //! | [`body_read_timeout`](ServerLimits::body_read_timeout) | 30 s | [`RequestBody`] | reading the body fails with [`RequestBodyError::TimedOut`]; the app answers (axum's extractors and [`collect_body`](crate::collect_body): `400`), then the connection is closed |
-//! | [`max_connections`](ServerLimits::max_connections) | 512 | a semaphore | a new connection is answered `503` and closed at once, never queued |
+//! | [`max_connections`](ServerLimits::max_connections) | 512 | a semaphore | the oldest connection with no request in flight (silent, still sending its head, or idle on keep-alive) is closed to make room; if every connection has a request in flight, the new one is answered `503` and closed at once, never queued |
 //! | [`max_header_bytes`](ServerLimits::max_header_bytes) | 16 KiB | hyper's `max_header_size` | `431 Request Header Fields Too Large`, connection closed |
 //! | [`max_headers`](ServerLimits::max_headers) | 100 | hyper's `max_headers` | `431`, connection closed |
 //! | [`shutdown_timeout`](ServerLimits::shutdown_timeout) | 10 s | hyper-util's `GracefulShutdown` and a deadline | the connections still open are dropped |
@@ -56,12 +56,14 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -69,11 +71,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 use tracing::{debug, info, warn};
@@ -136,9 +139,13 @@ pub struct ServerLimits {
     /// byte at a time does not extend it. Default [`DEFAULT_BODY_READ_TIMEOUT`].
     pub body_read_timeout: Duration,
     /// The most connections served at once (at least 1). A connection
-    /// accepted beyond it is answered `503 Service Unavailable` with
-    /// `Retry-After: 1` and closed at once (a client that already sent its
-    /// request may see a reset instead). Keep it below the process's
+    /// accepted beyond it takes the slot of the oldest connection that has no
+    /// request in flight (that one is closed), so clients that connect and
+    /// stay silent, trickle their head or idle on keep-alive cannot crowd out
+    /// real requests. If every connection has a request in flight, the new
+    /// one is answered `503 Service Unavailable` with `Retry-After: 1` and
+    /// closed at once (a client that already sent its request may see a
+    /// reset instead). Keep it below the process's
     /// descriptor limit (`ulimit -n`) minus what the application opens itself.
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
@@ -342,10 +349,12 @@ where
     B::Error: Into<BoxError>,
 {
     let http = limits.http1();
-    let service = TowerToHyperService::new(WithBodyTimeout {
+    let service = WithBodyTimeout {
         inner: service,
         timeout: limits.body_read_timeout,
-    });
+        connection: None,
+    };
+    let open = Arc::new(Mutex::new(OpenConnections::default()));
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
@@ -391,21 +400,37 @@ where
                 }
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            if !at_capacity {
-                warn!(
-                    max_connections = limits.max_connections,
-                    "connection limit reached: refusing new connections with 503"
-                );
-                at_capacity = true;
-            }
-            refuse(stream, remote);
-            continue;
+        let admit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Admit::Now(permit),
+            // At the cap: the oldest connection with no request in flight
+            // (silent, sending its head, idle between requests) makes room.
+            Err(_) => match lock(&open).evict_oldest_idle() {
+                Some(handover) => Admit::AfterEviction(handover),
+                None => {
+                    if !at_capacity {
+                        warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached with every connection busy: refusing new connections with 503"
+                    );
+                        at_capacity = true;
+                    }
+                    refuse(stream, remote);
+                    continue;
+                }
+            },
         };
         at_capacity = false;
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
-        connections.spawn(serve_connection(connection, remote, permit));
+        connections.spawn(serve_connection(
+            Accepted {
+                stream,
+                remote,
+                admit,
+            },
+            http.clone(),
+            service.clone(),
+            graceful.watcher(),
+            Arc::clone(&open),
+        ));
     }
 
     drop(listener);
@@ -426,17 +451,185 @@ where
     failure.map_or(Ok(()), Err)
 }
 
-/// Drives one connection to its end; the permit frees its slot when done.
-async fn serve_connection<C>(connection: C, remote: SocketAddr, permit: OwnedSemaphorePermit)
-where
-    C: Future<Output = Result<(), hyper::Error>>,
+/// How long a connection admitted by evicting an idle one waits for the
+/// evicted connection to give its slot up before it is refused instead.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// A connection just accepted, and how it gets its slot.
+struct Accepted {
+    stream: TcpStream,
+    remote: SocketAddr,
+    admit: Admit,
+}
+
+/// How an accepted connection gets one of the [`ServerLimits::max_connections`] slots.
+enum Admit {
+    /// A slot was free.
+    Now(OwnedSemaphorePermit),
+    /// An idle connection was told to close; it hands its slot over.
+    AfterEviction(oneshot::Receiver<OwnedSemaphorePermit>),
+}
+
+/// Drives one connection to its end (or its eviction); its slot is freed
+/// when done.
+async fn serve_connection<S, B>(
+    accepted: Accepted,
+    http: http1::Builder,
+    service: WithBodyTimeout<S>,
+    watcher: Watcher,
+    open: Arc<Mutex<OpenConnections>>,
+) where
+    S: tower_service::Service<Request<RequestBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
-    if let Err(e) = connection.await {
-        // Timeouts, oversize heads and clients that vanish end here; they are
-        // routine on a public port, hence debug.
-        debug!(%remote, error = %e, "connection closed with an error");
+    let Accepted {
+        stream,
+        remote,
+        admit,
+    } = accepted;
+    let permit = match admit {
+        Admit::Now(permit) => permit,
+        Admit::AfterEviction(handover) => {
+            match tokio::time::timeout(EVICTION_WAIT, handover).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    refuse(stream, remote);
+                    return;
+                }
+            }
+        }
+    };
+    let (id, state) = lock(&open).register();
+    let service = TowerToHyperService::new(WithBodyTimeout {
+        connection: Some(Arc::clone(&state)),
+        ..service
+    });
+    let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::select! {
+        served = connection => {
+            if let Err(e) = served {
+                // Timeouts, oversize heads and clients that vanish end here;
+                // they are routine on a public port, hence debug.
+                debug!(%remote, error = %e, "connection closed with an error");
+            }
+        }
+        () = state.evict.notified() => {
+            debug!(%remote, "idle connection closed to make room for a new one");
+        }
     }
-    drop(permit);
+    // Leaving the registry and taking a hand-over request happen under its
+    // lock, as evictions do, so an eviction either finds this connection and
+    // gets its slot, or does not find it.
+    let handover = {
+        let mut open = lock(&open);
+        open.remove(id);
+        state.take_handover()
+    };
+    match handover {
+        Some(to) => {
+            // If the new connection gave up waiting, the slot is just freed.
+            let _ = to.send(permit);
+        }
+        None => drop(permit),
+    }
+}
+
+/// The open connections, oldest first, with how many requests each has in
+/// flight: at the cap, the oldest idle one is closed to admit a new one, so
+/// clients that connect and stay silent (or trickle their head, or idle on
+/// keep-alive) cannot keep the server from answering a real request.
+#[derive(Default)]
+struct OpenConnections {
+    next: u64,
+    by_age: BTreeMap<u64, Arc<ConnectionState>>,
+}
+
+/// One open connection's requests in flight, and its eviction signal.
+#[derive(Default)]
+struct ConnectionState {
+    in_flight: AtomicUsize,
+    evicted: AtomicBool,
+    evict: Notify,
+    /// Where to hand this connection's slot when it closes (set on eviction).
+    handover: Mutex<Option<oneshot::Sender<OwnedSemaphorePermit>>>,
+}
+
+impl ConnectionState {
+    fn take_handover(&self) -> Option<oneshot::Sender<OwnedSemaphorePermit>> {
+        self.handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+impl OpenConnections {
+    fn register(&mut self) -> (u64, Arc<ConnectionState>) {
+        let id = self.next;
+        self.next += 1;
+        let state = Arc::new(ConnectionState::default());
+        self.by_age.insert(id, Arc::clone(&state));
+        (id, state)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.by_age.remove(&id);
+    }
+
+    /// Tells the oldest connection with no request in flight to close and
+    /// hand its slot over (received here); `None` if every connection is busy.
+    fn evict_oldest_idle(&mut self) -> Option<oneshot::Receiver<OwnedSemaphorePermit>> {
+        let victim = self.by_age.values().find(|c| {
+            c.in_flight.load(Ordering::SeqCst) == 0 && !c.evicted.load(Ordering::SeqCst)
+        })?;
+        let (to, from) = oneshot::channel();
+        *victim.handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
+        victim.evicted.store(true, Ordering::SeqCst);
+        victim.evict.notify_one();
+        Some(from)
+    }
+}
+
+/// Locks the registry; it holds no invariant a panic could break halfway.
+fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnections> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts a request in flight on its connection until its response is ready.
+struct InFlight(Arc<ConnectionState>);
+
+impl InFlight {
+    fn start(state: Arc<ConnectionState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response future that keeps its request counted as in flight.
+struct Counted<F> {
+    future: Pin<Box<F>>,
+    _in_flight: Option<InFlight>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.future.as_mut().poll(cx)
+    }
 }
 
 /// Answers a connection beyond the cap without waiting: the `503` fits in a
@@ -469,11 +662,12 @@ fn is_listener_error(e: &io::Error) -> bool {
 }
 
 /// The application's service with each request body wrapped in a
-/// [`RequestBody`].
+/// [`RequestBody`], counting the requests in flight on its connection.
 #[derive(Clone)]
 struct WithBodyTimeout<S> {
     inner: S,
     timeout: Duration,
+    connection: Option<Arc<ConnectionState>>,
 }
 
 impl<S> tower_service::Service<Request<Incoming>> for WithBodyTimeout<S>
@@ -482,15 +676,21 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Counted<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> S::Future {
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.connection.clone().map(InFlight::start);
         let timeout = self.timeout;
-        self.inner
-            .call(request.map(|body| RequestBody::new(body, timeout)))
+        Counted {
+            future: Box::pin(
+                self.inner
+                    .call(request.map(|body| RequestBody::new(body, timeout))),
+            ),
+            _in_flight: in_flight,
+        }
     }
 }
