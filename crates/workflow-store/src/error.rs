@@ -88,6 +88,24 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// The backend's own storage is damaged, below the level of single records:
+    /// its files fail the backend's checks (for `SledStore`: sled found a
+    /// checksum mismatch, or sled panicked on what it read). Unlike
+    /// [`StoreError::Backend`], retrying does not help; restore the data from
+    /// a backup.
+    ///
+    /// Also what every write of a store returns once it refuses writes after
+    /// such a failure (`detail` says so; reopening the store may help, see
+    /// the `SledStore` docs).
+    #[error("{location} is damaged: {detail}")]
+    Damaged {
+        /// What is damaged, as precisely as known: the store (its directory or
+        /// database), and the file, tree and key where known.
+        location: String,
+        /// What the backend reported (its error or panic message) and what
+        /// the store does about it.
+        detail: String,
+    },
     /// A value could not be encoded.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -117,6 +117,90 @@
 //! reported as [`StoreError::Backend`] although they are committed in memory
 //! and may or may not reach the disk; sled then refuses further writes.
 //!
+//! # Damaged files and sled's failures
+//!
+//! A damaged file in the directory (a flipped bit, a torn sector, a file
+//! copied from elsewhere) is input from outside: the store answers it with
+//! typed errors, never with a panic.
+//!
+//! - **A record that does not decode** is [`StoreError::Corrupt`] naming the
+//!   record; only the operations that read it fail, other runs stay readable
+//!   and writable.
+//! - **Damage sled detects** (a page that fails its checksum when it is read,
+//!   a damaged snapshot or `conf` file) is [`StoreError::Damaged`] naming the
+//!   database directory, the file when sled says where (`db` and the offset,
+//!   or a blob file), and the tree and key that were being read. Opening such
+//!   a directory fails; for a page, only the reads that need it fail. Every
+//!   other sled error is [`StoreError::Backend`] with sled's own message (and
+//!   the directory) in it, and the sled error as its source.
+//! - **sled panics** on some damage instead of returning an error (seen in
+//!   `tests/sled_corruption.rs`: `tried to serialize Uninitialized` in its
+//!   snapshot code while opening; reported elsewhere, `index out of bounds`
+//!   in its segment accounting). Every call the store makes into sled runs under
+//!   [`std::panic::catch_unwind`]: opening, every read (on the blocking pool
+//!   or the caller's thread), and the group commit's transaction and flush on
+//!   the blocking pool. The panic becomes [`StoreError::Damaged`] carrying
+//!   sled's panic message. The panic still reaches the process's panic hook
+//!   first (by default it is printed to stderr): the hook belongs to the
+//!   application, the store leaves it alone. Built with `panic = "abort"`,
+//!   nothing can be caught, and a damaged file aborts the process.
+//!   [`SledStore::raw_db`] gives unguarded access, and dropping the last
+//!   handle runs sled's shutdown (a final flush of what is committed) on the
+//!   dropping thread, unguarded; no trial has seen that panic.
+//!
+//! **After a caught panic the store refuses writes.** A panic can leave sled's
+//! state in memory half-updated (a transaction half applied to the trees, the
+//! segment accounting mid-change; sled's locks do not poison), and sled's
+//! panics come from its own metadata, which every write relies on. Writing on
+//! could persist that state over the intact data on disk and turn damage that
+//! a reopen survives into permanent damage. So from the first caught panic
+//! on, every write (and `lease_due`) is [`StoreError::Damaged`] saying why,
+//! without touching sled; the batch that panicked is reported to its writers
+//! as possibly recorded. Reads go on (each still guarded), so runs that are
+//! intact stay readable. Reopening the store runs sled's recovery from the
+//! files again: what is on disk is crash-consistent, each transaction whole or
+//! not at all. Errors sled *returns* (checksum failures included) do not stop
+//! the store's writes: the operation that got one changed nothing (sled itself
+//! refuses writes after an I/O error in a flush).
+//!
+//! **What sled does not detect.** sled's recovery checks each message of its
+//! log against its checksum and takes the first one that fails for the torn
+//! end of the log after a crash: it drops that message and everything logged
+//! after it, and reports nothing (a damaged blob file that recovery reads is
+//! treated the same way). So a damaged byte in the middle of `db` often reads
+//! as lost writes, not as an error: runs written after the damage do not exist
+//! ([`StoreError::RunNotFound`]) and logs end early. Acknowledged writes are
+//! gone, and the store cannot tell this apart from a crash before them. In
+//! such a cut sled does not always keep a transaction whole: a run's record
+//! can count more events than its log holds. Reading a log checks it against
+//! the run's record and for gaps, so that case is [`StoreError::Corrupt`]
+//! (`event log`, naming the run and seq), not a silently short log. Also seen:
+//! a damaged tree whose scans miss a key that a lookup finds, so `list_runs`
+//! can leave out a run that `get_run` returns. Nothing wrong is returned in
+//! these cases, only less. Keep backups of the directory; detecting lost
+//! writes would need a record of the last acknowledged commit outside sled's
+//! log.
+//!
+//! **sled's background threads.** sled's flusher thread (which would flush,
+//! clean segments and `fsync` every 500 ms) is not started
+//! (`flush_every_ms(None)`): it runs sled code the store cannot guard, and if
+//! it panicked the thread would end while sled's shutdown waits for it forever
+//! (dropping the store would hang). The store flushes each write itself; sled
+//! still cleans segments as part of writes; with [`SledConfig::fsync`] off, a
+//! thread of the store `fsync`s the data file periodically instead
+//! ([`SledConfig::background_flush`]), plain file I/O only. sled's I/O thread
+//! pool (log writes, reading segment headers at recovery, truncating the
+//! file) runs each task under sled's own `catch_unwind`: a panic there ends
+//! that thread (printed by the panic hook, the process goes on) and marks
+//! sled's pool broken for the whole process, so later sled calls may fail with
+//! sled's `ReportableBug` error, reported as [`StoreError::Backend`]; a caller
+//! waiting for a header read sees the failure as a panic on its own thread,
+//! which the store catches. One case remains that the store cannot guard: a
+//! panic in a log write *before* it marks its buffer written would leave the
+//! flush waiting for it, so the commit and its writers would wait forever. It
+//! would take an internal inconsistency of sled rather than a damaged file,
+//! and no trial has produced it.
+//!
 //! # Threads
 //!
 //! sled's calls block (a transaction waits for a running flush, a flush waits
@@ -131,6 +215,7 @@
 //! elsewhere (in another process, or another `SledStore` in this one) is a
 //! [`StoreError::Backend`] saying the directory is in use.
 
+mod damage;
 mod group_commit;
 mod layout;
 mod reads;
@@ -139,12 +224,13 @@ mod visibility;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+use self::damage::{Poison, SLED_DATA_FILE};
 use self::group_commit::GroupCommit;
 use self::transaction::{Job, Trees, WriteOp};
 use self::visibility::{Gate, Read};
@@ -159,9 +245,6 @@ use crate::record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
 };
 use crate::store::Store;
-
-/// The file in which sled 0.34 keeps its log.
-const SLED_DATA_FILE: &str = "db";
 
 /// Default for [`SledConfig::cache_capacity`]: 256 MiB.
 const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
@@ -215,9 +298,17 @@ impl SledConfig {
         self
     }
 
-    /// How often sled's own background thread flushes (`None`: never). Writes
-    /// are flushed before they are acknowledged whatever this says; the
-    /// background flush only writes out sled's internal housekeeping sooner.
+    /// How often, with [`fsync`](Self::fsync) off, a background thread of the
+    /// store `fsync`s sled's data file (default every 500 ms; `None`: never).
+    /// With `fsync` on (the default) every commit already `fsync`s and this
+    /// does nothing.
+    ///
+    /// sled's own background flusher thread is never used: it runs sled code
+    /// the store cannot guard, and if it panics (possible on a damaged file)
+    /// sled's shutdown then waits for it forever (see the module docs,
+    /// "Damaged files and sled's failures"). Writes are flushed by the store
+    /// before they are acknowledged anyway; this thread does plain file I/O
+    /// only.
     pub fn background_flush(mut self, every: Option<Duration>) -> Self {
         self.background_flush = every;
         self
@@ -229,8 +320,8 @@ impl SledConfig {
     /// sled 0.34's flush writes its log with `pwrite` and, on Linux,
     /// `sync_file_range`: that survives a crash of the process, but not a power
     /// cut or kernel crash (it neither flushes the disk's cache nor commits the
-    /// file's metadata; sled's background thread `fsync`s only every
-    /// [`background_flush`](Self::background_flush) interval). With `fsync`,
+    /// file's metadata; without `fsync` the store's background thread `fsync`s
+    /// only every [`background_flush`](Self::background_flush) interval). With `fsync`,
     /// an acknowledged write survives those too. Without it, writes are faster
     /// (one disk round trip less per commit) and survive process crashes only.
     pub fn fsync(mut self, fsync: bool) -> Self {
@@ -278,6 +369,12 @@ impl SledConfig {
 ///   blob files that sled does not `fsync`; see the `sled_store` source docs.)
 /// - A record that fails to decode is [`StoreError::Corrupt`] for the
 ///   operations that read it; other runs stay readable.
+/// - **Damaged files** give typed errors, never a panic: sled's checksum
+///   failures and sled's own panics (caught) are [`StoreError::Damaged`]
+///   naming the directory, file, tree and key where known; after a caught
+///   panic the store refuses writes until it is reopened. Damage in the middle
+///   of sled's log is taken by sled for a crash and often reads as lost
+///   writes (see the `sled_store` module docs).
 /// - One process per directory: a directory in use elsewhere is
 ///   [`StoreError::Backend`] saying so. A directory written by a newer release
 ///   with an unknown layout is refused with [`StoreError::Codec`].
@@ -311,6 +408,10 @@ struct Inner {
     commit: GroupCommit<Job>,
     /// Keeps readers from seeing a committed batch before it is durable.
     gate: Gate,
+    /// Set once sled has panicked: from then on writes are refused.
+    poison: Poison,
+    /// The background `fsync` with `fsync` off; stops when dropped.
+    _background: Option<BackgroundSync>,
 }
 
 impl fmt::Debug for SledStore {
@@ -320,6 +421,7 @@ impl fmt::Debug for SledStore {
             .field("clock", &self.inner.clock)
             .field("writes", &self.inner.commit.jobs())
             .field("commits", &self.inner.commit.batches())
+            .field("refuses_writes", &self.inner.poison.is_set())
             .finish_non_exhaustive()
     }
 }
@@ -328,8 +430,10 @@ impl SledStore {
     /// Opens (or creates) the store in directory `path` with default options.
     ///
     /// Fails with [`StoreError::Backend`] if the directory is in use by another
-    /// process, and with [`StoreError::Codec`] if it was written by a newer
-    /// release with a layout this build does not know.
+    /// process, with [`StoreError::Codec`] if it was written by a newer
+    /// release with a layout this build does not know, and with
+    /// [`StoreError::Damaged`] if sled finds its files damaged (or panics on
+    /// them). Errors from sled carry sled's message and the directory.
     pub fn open(path: impl AsRef<Path>) -> Result<SledStore, StoreError> {
         Self::open_with(SledConfig::new(path.as_ref()))
     }
@@ -347,55 +451,32 @@ impl SledStore {
         let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity)
-            .flush_every_ms(background_flush.map(|d| crate::record::millis(d).max(1)));
-        let started = std::time::Instant::now();
-        let db = loop {
-            match sled_config.open() {
-                Ok(db) => break db,
-                Err(e) if is_locked(&e) && started.elapsed() < lock_wait => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(open_error(&path, e)),
+            // The store flushes every write itself, and sled's flusher thread
+            // is code the store cannot guard (see the module docs).
+            .flush_every_ms(None);
+        let (db, trees) = match damage::guarded(|| open_sled(&sled_config, &path, lock_wait)) {
+            Ok(opened) => opened?,
+            Err(panic) => {
+                tracing::error!(path = %path.display(), %panic, "sled panicked opening the store");
+                return Err(StoreError::Damaged {
+                    location: format!("the sled database in {}", path.display()),
+                    detail: format!(
+                        "sled panicked while opening it ({panic}): its files are damaged; \
+                         restore the directory from a backup"
+                    ),
+                });
             }
         };
-        let tree = |name: &str| {
-            db.open_tree(name).map_err(|e| {
-                StoreError::backend(
-                    format!("could not open tree {name:?} of {}", path.display()),
-                    e,
-                )
-            })
-        };
-        let trees = Trees {
-            runs: tree(layout::RUNS)?,
-            events: tree(layout::EVENTS)?,
-            ops: tree(layout::OPS)?,
-            tokens: tree(layout::TOKENS)?,
-            run_hooks: tree(layout::RUN_HOOKS)?,
-            queue: tree(layout::QUEUE)?,
-            due: tree(layout::DUE)?,
-            status: tree(layout::STATUS)?,
-        };
-        check_layout(&db, &tree(layout::META)?, &path)?;
+        // sled 0.34 keeps its whole log in `<dir>/db`. fsync acts on the file,
+        // so our own handle on it makes sled's writes durable.
         let data_file = if fsync {
-            // sled 0.34 keeps its whole log in `<dir>/db`. fsync acts on the file,
-            // so our own handle on it makes sled's writes durable.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path.join(SLED_DATA_FILE))
-                .map_err(|e| {
-                    StoreError::backend(
-                        format!(
-                            "could not open sled's data file {} to fsync it",
-                            path.join(SLED_DATA_FILE).display()
-                        ),
-                        e,
-                    )
-                })?;
-            Some(file)
+            Some(open_data_file(&path)?)
         } else {
             None
+        };
+        let background = match background_flush {
+            Some(every) if !fsync => Some(BackgroundSync::start(&path, every)?),
+            _ => None,
         };
         tracing::info!(
             path = %path.display(),
@@ -413,6 +494,8 @@ impl SledStore {
                 changes,
                 commit: GroupCommit::default(),
                 gate: Gate::default(),
+                poison: Poison::default(),
+                _background: background,
             }),
         })
     }
@@ -435,23 +518,35 @@ impl SledStore {
     /// `events` under `run.to_bytes() ++ seq.to_be_bytes()`.
     /// Reading is harmless. **Writing through it bypasses the store's rules and
     /// voids its invariants** (gapless logs, projections that agree with them,
-    /// durability of acknowledged writes).
+    /// durability of acknowledged writes). Calls through it are not guarded:
+    /// sled may panic in them on a damaged file.
     pub fn raw_db(&self) -> &sled::Db {
         &self.inner.db
     }
 
-    /// Runs `f` on tokio's blocking pool (on this thread outside a runtime).
+    /// Runs `f` (which reads, doing `doing`) on tokio's blocking pool (on this
+    /// thread outside a runtime). A panic inside sled is caught: `f` returns
+    /// [`StoreError::Damaged`] and the store stops accepting writes.
     async fn blocking<T: Send + 'static>(
         &self,
+        doing: &'static str,
+        what: Option<String>,
         f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
+        let guarded = move || {
+            damage::guarded(|| f(&inner)).unwrap_or_else(|panic| {
+                let what = what.as_ref().map(|w| w as &dyn fmt::Display);
+                inner.poison.set(&inner.path, doing, &panic);
+                Err(damage::panicked(&inner.path, doing, what, &panic))
+            })
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle
-                .spawn_blocking(move || f(&inner))
+                .spawn_blocking(guarded)
                 .await
-                .map_err(|e| StoreError::backend("a blocking sled task failed", e))?,
-            Err(_) => f(&inner),
+                .map_err(|e| StoreError::backend(format!("a blocking sled task failed: {e}"), e))?,
+            Err(_) => guarded(),
         }
     }
 
@@ -461,6 +556,8 @@ impl SledStore {
     /// once (see `visibility.rs`).
     async fn read<T: Send + 'static>(
         &self,
+        doing: &'static str,
+        what: Option<String>,
         reads: Vec<Read>,
         f: impl Fn(&Inner, &mut Vec<Read>) -> Result<T, StoreError> + Send + Sync + 'static,
     ) -> Result<T, StoreError> {
@@ -469,9 +566,10 @@ impl SledStore {
             .gate
             .read(reads, |mut reads| {
                 let f = Arc::clone(&f);
+                let what = what.clone();
                 async move {
                     let done = self
-                        .blocking(move |inner| {
+                        .blocking(doing, what, move |inner| {
                             let value = f(inner, &mut reads);
                             Ok((value, reads))
                         })
@@ -499,6 +597,7 @@ impl SledStore {
         &self,
         op: impl WriteOp<T> + Send + Sync + 'static,
     ) -> Result<T, StoreError> {
+        self.inner.poison.check(&self.inner.path)?;
         let (job, done) = Job::new(op);
         self.commit(vec![job]);
         let (value, notify) = done.outcome().await?;
@@ -545,6 +644,95 @@ impl Drop for Leader {
     }
 }
 
+/// Opens sled's database (waiting up to `lock_wait` for the directory's
+/// lock), the store's trees, and checks the layout. May panic inside sled: the
+/// caller runs it guarded.
+fn open_sled(
+    sled_config: &sled::Config,
+    path: &Path,
+    lock_wait: Duration,
+) -> Result<(sled::Db, Trees), StoreError> {
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled_config.open() {
+            Ok(db) => break db,
+            Err(e) if is_locked(&e) && started.elapsed() < lock_wait => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(open_error(path, e)),
+        }
+    };
+    let tree = |name: &str| {
+        db.open_tree(name)
+            .map_err(|e| damage::sled_error(path, format_args!("opening tree {name:?}"), None, e))
+    };
+    let trees = Trees {
+        runs: tree(layout::RUNS)?,
+        events: tree(layout::EVENTS)?,
+        ops: tree(layout::OPS)?,
+        tokens: tree(layout::TOKENS)?,
+        run_hooks: tree(layout::RUN_HOOKS)?,
+        queue: tree(layout::QUEUE)?,
+        due: tree(layout::DUE)?,
+        status: tree(layout::STATUS)?,
+    };
+    check_layout(&db, &tree(layout::META)?, path)?;
+    Ok((db, trees))
+}
+
+/// Our own handle on sled's data file, to `fsync` it.
+fn open_data_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let file = path.join(SLED_DATA_FILE);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .map_err(|e| {
+            StoreError::backend(
+                format!(
+                    "could not open sled's data file {} to fsync it: {e}",
+                    file.display()
+                ),
+                e,
+            )
+        })
+}
+
+/// The store's background `fsync` of sled's data file when `fsync` is off (see
+/// [`SledConfig::background_flush`]): plain file I/O, no sled code. The thread
+/// ends when this is dropped.
+struct BackgroundSync {
+    /// Dropping it wakes the thread, which then ends.
+    _stop: mpsc::Sender<()>,
+}
+
+impl BackgroundSync {
+    fn start(path: &Path, every: Duration) -> Result<Self, StoreError> {
+        let file = open_data_file(path)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let shown = path.display().to_string();
+        std::thread::Builder::new()
+            .name("workflow-sled-fsync".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if let Err(e) = file.sync_data() {
+                        tracing::warn!(path = %shown, error = %e, "background fsync of the sled log failed");
+                    }
+                }
+            })
+            .map_err(|e| {
+                StoreError::backend(
+                    format!(
+                        "could not start the background fsync thread for {}: {e}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        Ok(BackgroundSync { _stop: stop })
+    }
+}
+
 /// Whether sled could not open the directory because another handle holds it.
 fn is_locked(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
@@ -556,22 +744,26 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
         StoreError::backend(
             format!(
                 "the data directory {} is in use by another process (or another open SledStore): \
-                 stop that one or use another directory",
+                 stop that one or use another directory ({e})",
                 path.display()
             ),
             e,
         )
     } else {
-        StoreError::backend(
-            format!("could not open the sled database in {}", path.display()),
-            e,
-        )
+        damage::sled_error(path, "opening the sled database", None, e)
     }
 }
 
 /// Refuses a layout newer than this build's; stamps a new database with ours.
 fn check_layout(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
-    let backend = |e| StoreError::backend(format!("could not read {}", path.display()), e);
+    let backend = |e| {
+        damage::sled_error(
+            path,
+            "checking the layout version",
+            Some(&"tree \"meta\""),
+            e,
+        )
+    };
     let Some(bytes) = meta.get(layout::LAYOUT_VERSION_KEY).map_err(backend)? else {
         meta.insert(
             layout::LAYOUT_VERSION_KEY,
@@ -604,10 +796,41 @@ fn check_layout(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), Sto
 impl Inner {
     /// Commits pending writes, a batch per transaction and flush, until none is
     /// left. Blocks.
+    ///
+    /// A panic inside sled fails the writes of its batch with
+    /// [`StoreError::Damaged`] and stops the store's writes; once stopped,
+    /// every batch fails without touching sled.
     fn lead(&self) {
         self.commit.lead(|batch| {
+            if let Err(refused) = self.poison.check(&self.path) {
+                transaction::fail_batch(batch, refused);
+                return;
+            }
             let now = self.clock.now();
-            transaction::commit_batch(&self.trees, &self.gate, || self.flush(), now, batch);
+            let committed = damage::guarded(|| {
+                transaction::commit_batch(
+                    &self.trees,
+                    &self.gate,
+                    &self.path,
+                    || self.flush(),
+                    now,
+                    batch,
+                );
+            });
+            if let Err(panic) = committed {
+                self.poison.set(&self.path, "committing writes", &panic);
+                transaction::fail_batch(
+                    batch,
+                    StoreError::Damaged {
+                        location: format!("the sled database in {}", self.path.display()),
+                        detail: format!(
+                            "sled panicked while committing writes ({panic}): the write may or \
+                             may not have been recorded, and the store accepts no more writes \
+                             until it is reopened"
+                        ),
+                    },
+                );
+            }
         });
     }
 
@@ -619,16 +842,23 @@ impl Inner {
         };
         self.db.flush().map_err(|e| {
             failed(&e);
-            StoreError::backend(
-                "flushing the sled log to disk failed: the write is not known to be durable",
-                e,
-            )
+            match damage::sled_error(&self.path, "flushing the sled log to disk", None, e) {
+                StoreError::Backend { message, source } => StoreError::Backend {
+                    message: format!("{message}: the write is not known to be durable"),
+                    source,
+                },
+                other => other,
+            }
         })?;
         if let Some(file) = &self.data_file {
             file.sync_data().map_err(|e| {
                 failed(&e);
                 StoreError::backend(
-                    "fsync of the sled log failed: the write is not known to be durable",
+                    format!(
+                        "fsync of the sled log {} failed: the write is not known to be \
+                         durable: {e}",
+                        self.path.join(SLED_DATA_FILE).display()
+                    ),
                     e,
                 )
             })?;
@@ -661,40 +891,63 @@ impl Store for SledStore {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.read(vec![Read::Run(run)], move |inner, _| {
-            inner.read_events(run, from_seq, limit)
-        })
+        self.read(
+            "reading events",
+            Some(format!("run {run}")),
+            vec![Read::Run(run)],
+            move |inner, _| inner.read_events(run, from_seq, limit),
+        )
         .await
     }
 
     async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
-        self.read(vec![Read::Run(run)], move |inner, _| inner.run_record(run))
-            .await
+        self.read(
+            "reading a run",
+            Some(format!("run {run}")),
+            vec![Read::Run(run)],
+            move |inner, _| inner.run_record(run),
+        )
+        .await
     }
 
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        self.read(vec![Read::AllRuns], move |inner, _| inner.list_runs(&query))
-            .await
+        self.read(
+            "listing runs",
+            None,
+            vec![Read::AllRuns],
+            move |inner, _| inner.list_runs(&query),
+        )
+        .await
     }
 
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
         let reads = vec![Read::Token(token.clone())];
         let token = token.clone();
-        self.read(reads, move |inner, reads| {
-            let hook = inner.get_hook(&token)?;
-            if let Some(h) = &hook {
-                reads.push(Read::Run(h.run_id));
-            }
-            Ok(hook)
-        })
+        self.read(
+            "reading a hook",
+            Some(format!("token {:?}", token.as_str())),
+            reads,
+            move |inner, reads| {
+                let hook = inner.get_hook(&token)?;
+                if let Some(h) = &hook {
+                    reads.push(Read::Run(h.run_id));
+                }
+                Ok(hook)
+            },
+        )
         .await
     }
 
     async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
-        self.read(vec![Read::Run(run)], move |inner, _| {
-            inner.require_run(run)?;
-            inner.run_hooks(run)
-        })
+        self.read(
+            "listing hooks",
+            Some(format!("run {run}")),
+            vec![Read::Run(run)],
+            move |inner, _| {
+                inner.require_run(run)?;
+                inner.run_hooks(run)
+            },
+        )
         .await
     }
 
@@ -723,11 +976,14 @@ impl Store for SledStore {
     }
 
     async fn lease_due(&self, limit: usize, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
+        self.inner.poison.check(&self.inner.path)?;
         let now = self.inner.clock.now();
         // Not gated (see `visibility.rs`): this only picks candidates, and each
         // lease is decided in a later batch, once the current one is durable.
         let candidates = self
-            .blocking(move |inner| inner.due_runs(now, limit))
+            .blocking("reading the due index", None, move |inner| {
+                inner.due_runs(now, limit)
+            })
             .await?;
         // One write per run, queued together: they share a commit and a flush.
         let (jobs, completions): (Vec<_>, Vec<_>) = candidates
@@ -769,8 +1025,13 @@ impl Store for SledStore {
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.read(vec![Read::Due], |inner, _| inner.next_due())
-            .await
+        self.read(
+            "reading the due index",
+            None,
+            vec![Read::Due],
+            |inner, _| inner.next_due(),
+        )
+        .await
     }
 
     fn now(&self) -> Timestamp {

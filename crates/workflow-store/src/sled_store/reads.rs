@@ -11,24 +11,40 @@
 
 use std::ops::Bound;
 
+use super::damage;
 use super::layout::{self, decode, decode_event};
 use super::Inner;
+use crate::codec::CodecError;
 use crate::error::StoreError;
 use crate::event::{Event, Timestamp};
 use crate::id::{HookToken, RunId};
 use crate::record::{HookRecord, RunQuery, RunRecord, TokenOwner};
 
-/// Maps a failed sled read to a backend error naming what was read.
-pub(super) fn read_failed(what: &str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
-    move |e| StoreError::backend(format!("sled read of {what} failed"), e)
-}
-
 impl Inner {
+    /// Maps a failed sled read of `tree` (at the key `key` names, if it
+    /// names one) to a typed error naming both
+    /// ([`super::damage::sled_error`]).
+    fn read_failed<'a>(
+        &'a self,
+        tree: &'static str,
+        key: impl FnOnce() -> String + 'a,
+    ) -> impl FnOnce(sled::Error) -> StoreError + 'a {
+        move |e| {
+            let key = key();
+            let what = if key.is_empty() {
+                format!("tree {tree:?}")
+            } else {
+                format!("tree {tree:?}, {key}")
+            };
+            damage::sled_error(&self.path, "reading", Some(&what), e)
+        }
+    }
+
     pub(super) fn run_record(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
         self.trees
             .runs
             .get(layout::run_key(run))
-            .map_err(read_failed("a run"))?
+            .map_err(self.read_failed(layout::RUNS, || format!("run {run}")))?
             .map(|b| decode(&b, "run", || run.to_string()))
             .transpose()
     }
@@ -38,7 +54,7 @@ impl Inner {
             .trees
             .runs
             .contains_key(layout::run_key(run))
-            .map_err(read_failed("a run"))?;
+            .map_err(self.read_failed(layout::RUNS, || format!("run {run}")))?;
         if exists {
             Ok(())
         } else {
@@ -46,21 +62,59 @@ impl Inner {
         }
     }
 
+    /// Up to `limit` events of `run` from seq `from`, checked against each
+    /// other and the run's record: a gap, or a log that ends before the
+    /// record's `next_seq`, is [`StoreError::Corrupt`] (sled does not always
+    /// keep its transactions whole when its files are damaged).
     pub(super) fn read_events(
         &self,
         run: RunId,
         from: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.require_run(run)?;
+        // The record first: a write landing in between only lengthens the log.
+        let record = self
+            .trees
+            .runs
+            .get(layout::run_key(run))
+            .map_err(self.read_failed(layout::RUNS, || format!("run {run}")))?
+            .ok_or(StoreError::RunNotFound { run })?;
+        // A record that does not decode is reported by the reads of the record;
+        // the log is still readable, only not checked against it.
+        let next_seq = decode::<RunRecord>(&record, "run", || run.to_string())
+            .ok()
+            .map(|r| r.next_seq);
+        let damaged = |seq: u64, why: String| StoreError::Corrupt {
+            what: "event log",
+            key: format!("{run}/{seq}"),
+            source: CodecError::Malformed(why),
+        };
         let range = layout::event_key(run, from)..=layout::event_key(run, u64::MAX);
         let mut out = Vec::with_capacity(limit.min(crate::store::READ_PAGE));
+        let mut expected = from;
         for item in self.trees.events.range(range).take(limit) {
-            let (key, value) = item.map_err(read_failed("events"))?;
+            let (key, value) =
+                item.map_err(self.read_failed(layout::EVENTS, || format!("run {run}")))?;
             let seq = layout::parse_event_seq(&key).unwrap_or(u64::MAX);
+            if seq != expected {
+                return Err(damaged(
+                    expected,
+                    format!("event {expected} is missing: the next stored event is {seq}"),
+                ));
+            }
             out.push(decode_event(&value, run, seq)?);
+            expected = expected.saturating_add(1);
         }
-        Ok(out)
+        match next_seq {
+            Some(next_seq) if out.len() < limit && expected < next_seq => Err(damaged(
+                expected,
+                format!(
+                    "the log ends at event {expected} but the run's record counts {next_seq} \
+                     events"
+                ),
+            )),
+            _ => Ok(out),
+        }
     }
 
     pub(super) fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
@@ -74,7 +128,7 @@ impl Inner {
                 None => Bound::Unbounded,
             };
             for item in self.trees.runs.range((start, Bound::Unbounded)) {
-                let (key, value) = item.map_err(read_failed("runs"))?;
+                let (key, value) = item.map_err(self.read_failed(layout::RUNS, String::new))?;
                 out.push(decode(&value, "run", || layout::hex(&key))?);
                 if out.len() == query.limit {
                     break;
@@ -88,7 +142,7 @@ impl Inner {
         };
         let end = Bound::Included(layout::status_key(status, RunId::from_u128(u128::MAX)));
         for item in self.trees.status.range((start, end)) {
-            let (key, _) = item.map_err(read_failed("the status index"))?;
+            let (key, _) = item.map_err(self.read_failed(layout::STATUS, String::new))?;
             let run = layout::parse_status_key(&key)?;
             // The index and the record are read separately: skip a run whose
             // status changed in between.
@@ -109,7 +163,9 @@ impl Inner {
                 .trees
                 .tokens
                 .get(token.as_str().as_bytes())
-                .map_err(read_failed("a token"))?
+                .map_err(
+                    inner.read_failed(layout::TOKENS, || format!("token {:?}", token.as_str())),
+                )?
                 .map(|b| decode(&b, "token owner", || format!("{token:?}")))
                 .transpose()
         };
@@ -141,7 +197,7 @@ impl Inner {
             .trees
             .run_hooks
             .get(layout::run_key(run))
-            .map_err(read_failed("a hook list"))?
+            .map_err(self.read_failed(layout::RUN_HOOKS, || format!("run {run}")))?
             .map(|b| decode(&b, "hook list", || run.to_string()))
             .transpose()?
             .unwrap_or_default())
@@ -155,7 +211,7 @@ impl Inner {
             return Ok(runs);
         }
         for item in self.trees.due.range(..=end) {
-            let (key, _) = item.map_err(read_failed("the due index"))?;
+            let (key, _) = item.map_err(self.read_failed(layout::DUE, String::new))?;
             match layout::parse_due_key(&key) {
                 Ok((_, run)) => runs.push(run),
                 // A damaged index key must not stop all work from being leased.
@@ -173,7 +229,7 @@ impl Inner {
             .trees
             .due
             .first()
-            .map_err(read_failed("the due index"))?
+            .map_err(self.read_failed(layout::DUE, String::new))?
         {
             Some((key, _)) => Ok(Some(layout::parse_due_key(&key)?.0)),
             None => Ok(None),

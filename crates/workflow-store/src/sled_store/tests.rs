@@ -598,3 +598,225 @@ fn busy_runs_are_read_while_they_are_written() {
             .unwrap();
     });
 }
+
+fn damaged_parts(e: StoreError) -> (String, String) {
+    match e {
+        StoreError::Damaged { location, detail } => (location, detail),
+        other => panic!("expected StoreError::Damaged, got {other:?}"),
+    }
+}
+
+/// A panic inside sled during a read (simulated: the read panics where sled
+/// would) is a typed error; from then on writes are refused, reads go on, and
+/// a reopened store writes again.
+#[test]
+fn a_panic_in_a_read_is_damaged_and_stops_writes_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let run = RunId::new();
+    let (store, _) = open_manual(dir.path());
+    rt.block_on(async {
+        store.create_run(new_run(run)).await.unwrap();
+        let r = store
+            .blocking(
+                "reading events",
+                Some(format!("run {run}")),
+                |_| -> Result<(), StoreError> {
+                    panic!("index out of bounds: the len is 0 but the index is 3")
+                },
+            )
+            .await;
+        let (location, detail) = damaged_parts(r.unwrap_err());
+        assert!(
+            location.contains(&dir.path().display().to_string()),
+            "{location}"
+        );
+        assert!(location.contains(&run.to_string()), "{location}");
+        assert!(detail.contains("index out of bounds"), "{detail}");
+        assert!(format!("{store:?}").contains("refuses_writes: true"));
+
+        let e = store
+            .append(run, vec![EventData::RunStarted], None)
+            .await
+            .unwrap_err();
+        let (_, detail) = damaged_parts(e);
+        assert!(detail.contains("refuses writes"), "{detail}");
+        assert!(detail.contains("reading events"), "{detail}");
+        damaged_parts(store.create_run(new_run(RunId::new())).await.unwrap_err());
+        damaged_parts(
+            store
+                .lease_due(10, Duration::from_secs(30))
+                .await
+                .unwrap_err(),
+        );
+        // Reads go on.
+        assert_eq!(store.read_log(run).await.unwrap().len(), 1);
+        assert!(store.get_run(run).await.unwrap().is_some());
+    });
+    drop(store);
+    let (store, _) = open_manual(dir.path());
+    rt.block_on(async {
+        store
+            .append(run, vec![EventData::RunStarted], None)
+            .await
+            .unwrap();
+        assert_eq!(store.read_log(run).await.unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn a_panic_in_a_read_outside_a_runtime_is_damaged_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    let r = futures::executor::block_on(store.blocking(
+        "listing runs",
+        None,
+        |_| -> Result<(), StoreError> { panic!("sled broke") },
+    ));
+    let (_, detail) = damaged_parts(r.unwrap_err());
+    assert!(detail.contains("sled broke"), "{detail}");
+    let e = futures::executor::block_on(store.create_run(new_run(RunId::new()))).unwrap_err();
+    damaged_parts(e);
+}
+
+/// A panic in the group commit (simulated: a write panics inside sled's
+/// transaction) fails the writes of its batch with a typed error saying they
+/// may or may not be recorded, and stops later writes.
+#[test]
+fn a_panic_in_a_commit_fails_its_batch_and_stops_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    let run = RunId::new();
+    runtime().block_on(async {
+        store.create_run(new_run(run)).await.unwrap();
+        let r = store
+            .write(|_st| -> Result<(), StoreError> { panic!("segment accounting broke") })
+            .await;
+        let (location, detail) = damaged_parts(r.unwrap_err());
+        assert!(
+            location.contains(&dir.path().display().to_string()),
+            "{location}"
+        );
+        assert!(detail.contains("segment accounting broke"), "{detail}");
+        assert!(
+            detail.contains("may or may not have been recorded"),
+            "{detail}"
+        );
+        let (_, detail) = damaged_parts(
+            store
+                .append(run, vec![EventData::RunStarted], None)
+                .await
+                .unwrap_err(),
+        );
+        assert!(detail.contains("committing writes"), "{detail}");
+        assert_eq!(store.read_log(run).await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn open_errors_carry_sleds_message_and_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the directory should be.
+    let path = dir.path().join("not-a-directory");
+    std::fs::write(&path, b"hello").unwrap();
+    let e = SledStore::open(&path).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("IO error"), "sled's message is kept: {text}");
+
+    // A damaged `conf` file (`key: value` lines): sled finds it corrupted.
+    let store_dir = dir.path().join("store");
+    drop(SledStore::open(&store_dir).unwrap());
+    let conf = store_dir.join("conf");
+    let mut bytes = std::fs::read(&conf).unwrap();
+    let colon = bytes.iter().position(|&b| b == b':').unwrap();
+    bytes[colon + 1] = b'_';
+    std::fs::write(&conf, bytes).unwrap();
+    let e = SledStore::open(&store_dir).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(&store_dir.display().to_string()), "{text}");
+    let (location, detail) = damaged_parts(e);
+    assert!(location.contains("sled database"), "{location}");
+    assert!(detail.contains("corrupted"), "{detail}");
+}
+
+#[test]
+fn without_fsync_a_background_thread_of_the_store_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(
+        SledConfig::new(dir.path())
+            .fsync(false)
+            .background_flush(Some(Duration::from_millis(5))),
+    )
+    .unwrap();
+    assert!(store.inner._background.is_some());
+    let run = RunId::new();
+    runtime().block_on(async {
+        store.create_run(new_run(run)).await.unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    drop(store);
+    let (store, _) = open_manual(dir.path());
+    assert!(store.inner._background.is_none(), "fsync on: no thread");
+    runtime().block_on(async {
+        assert_eq!(store.read_log(run).await.unwrap().len(), 1);
+    });
+}
+
+/// A log with a hole, or one that ends before its run's record says, is
+/// damage (sled does not always keep its transactions whole when its files
+/// are damaged): a typed error naming the run and seq, not a short log.
+#[test]
+fn a_log_that_disagrees_with_its_record_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_manual(dir.path());
+    let (holed, cut) = (RunId::new(), RunId::new());
+    runtime().block_on(async {
+        for run in [holed, cut] {
+            store.create_run(new_run(run)).await.unwrap();
+            store
+                .append(run, vec![EventData::RunStarted], None)
+                .await
+                .unwrap();
+            store
+                .append(
+                    run,
+                    vec![EventData::StepCreated {
+                        step: cid("step:0"),
+                        name: "s".into(),
+                        input_digest: None,
+                    }],
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let events = store.raw_db().open_tree(layout::EVENTS).unwrap();
+        events.remove(layout::event_key(holed, 1)).unwrap();
+        events.remove(layout::event_key(cut, 2)).unwrap();
+
+        match store.read_log(holed).await {
+            Err(StoreError::Corrupt { what, key, source }) => {
+                assert_eq!(what, "event log");
+                assert_eq!(key, format!("{holed}/1"));
+                assert!(
+                    source.to_string().contains("event 1 is missing"),
+                    "{source}"
+                );
+            }
+            other => panic!("expected a corrupt event log, got {other:?}"),
+        }
+        match store.read_log(cut).await {
+            Err(StoreError::Corrupt { what, key, source }) => {
+                assert_eq!(what, "event log");
+                assert_eq!(key, format!("{cut}/2"));
+                assert!(source.to_string().contains("counts 3 events"), "{source}");
+            }
+            other => panic!("expected a corrupt event log, got {other:?}"),
+        }
+        // What is there before the damage still reads.
+        assert_eq!(store.read_events(cut, 0, 2).await.unwrap().len(), 2);
+        assert_eq!(store.read_events(holed, 0, 1).await.unwrap().len(), 1);
+        assert!(store.read_events(cut, 5, 10).await.unwrap().is_empty());
+    });
+}

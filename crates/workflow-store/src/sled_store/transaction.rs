@@ -5,6 +5,7 @@
 
 use std::any::Any;
 use std::marker::PhantomData;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sled::transaction::{
@@ -14,6 +15,7 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 use tokio::sync::oneshot;
 
+use super::damage;
 use super::layout::{self, decode, decode_event};
 use super::visibility::{Footprint, Gate};
 use crate::apply::{Changes, ReadView, Staged};
@@ -146,6 +148,7 @@ impl<T: 'static> Completion<T> {
 pub(crate) fn commit_batch(
     trees: &Trees,
     gate: &Gate,
+    dir: &Path,
     flush: impl FnOnce() -> Result<(), StoreError>,
     now: Timestamp,
     jobs: &[Arc<Job>],
@@ -154,7 +157,7 @@ pub(crate) fn commit_batch(
     let _in_flight = gate.in_flight();
     let transacted = {
         let _exclusive = gate.exclusive();
-        transact(trees, gate, now, jobs)
+        transact(trees, gate, dir, now, jobs)
     };
     #[cfg(test)]
     gate.pause.point();
@@ -168,19 +171,40 @@ pub(crate) fn commit_batch(
                 job.complete(outcome);
             }
         }
-        Err(e) => {
-            // Everyone in the batch learns of the failure; the first one gets
-            // the error with its source, the others a copy of its message.
-            let message = e.to_string();
-            let mut original = Some(e);
-            for job in jobs {
-                let e = original.take().unwrap_or_else(|| StoreError::Backend {
-                    message: message.clone(),
-                    source: None,
-                });
-                job.complete(Err(e));
-            }
-        }
+        Err(e) => fail_batch(jobs, e),
+    }
+}
+
+/// Completes every job of a batch that failed as a whole with `e`: the first
+/// one gets the error with its source, the others a copy. Jobs already
+/// completed keep their outcome.
+pub(crate) fn fail_batch(jobs: &[Arc<Job>], e: StoreError) {
+    let Some((first, others)) = jobs.split_first() else {
+        return;
+    };
+    for job in others {
+        job.complete(Err(copy_of(&e)));
+    }
+    first.complete(Err(e));
+}
+
+/// A copy of a batch's error for its other writers: a
+/// [`StoreError::Damaged`] as such, anything else as a
+/// [`StoreError::Backend`] with its message (the source stays with the first).
+fn copy_of(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Damaged { location, detail } => StoreError::Damaged {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+        StoreError::Backend { message, .. } => StoreError::Backend {
+            message: message.clone(),
+            source: None,
+        },
+        other => StoreError::Backend {
+            message: other.to_string(),
+            source: None,
+        },
     }
 }
 
@@ -188,6 +212,7 @@ pub(crate) fn commit_batch(
 fn transact(
     trees: &Trees,
     gate: &Gate,
+    dir: &Path,
     now: Timestamp,
     jobs: &[Arc<Job>],
 ) -> Result<Vec<Outcome>, StoreError> {
@@ -247,7 +272,12 @@ fn transact(
     );
     outcome.map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => StoreError::backend("sled transaction failed", e),
+        TransactionError::Storage(e) => damage::sled_error(
+            dir,
+            "running the write transaction",
+            Some(&"trees runs, events, ops, tokens, run_hooks, queue, due, status"),
+            e,
+        ),
     })
 }
 
