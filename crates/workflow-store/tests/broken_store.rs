@@ -3,8 +3,9 @@
 //! Each broken store wraps `MemoryStore` and breaks one invariant the way a
 //! careless backend would. Running the matching category must panic.
 
+use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,12 +28,28 @@ enum Fault {
     SharedLeases,
     /// `resume_hook` records the payload but does not make the run due.
     ResumeWithoutWake,
+    /// Disposing a hook also drops the token of the run's first other live
+    /// hook (a lookup by "live" instead of by id).
+    DisposeDropsAnotherToken,
+    /// `hook_responded` is acknowledged for any hook, even one that lost its
+    /// token to a `hook_conflict`.
+    RespondToAnyHook,
+    /// Releasing the lease of a run that ended is refused as `LeaseLost`.
+    StrictReleaseAfterEnd,
 }
 
 #[derive(Clone)]
 struct Broken {
     inner: MemoryStore,
     fault: Fault,
+    /// Tokens [`Fault::DisposeDropsAnotherToken`] dropped.
+    dropped: Arc<Mutex<BTreeSet<HookToken>>>,
+}
+
+impl Broken {
+    fn dropped(&self, token: &HookToken) -> bool {
+        self.dropped.lock().unwrap().contains(token)
+    }
 }
 
 #[async_trait]
@@ -47,6 +64,51 @@ impl Store for Broken {
         fence: Option<LeaseId>,
     ) -> Result<Appended, StoreError> {
         match self.fault {
+            Fault::DisposeDropsAnotherToken => {
+                let disposed: Vec<_> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        EventData::HookDisposed { hook } => Some(hook.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let a = self.inner.append(run, events, fence).await?;
+                for hook in disposed {
+                    let other = self
+                        .inner
+                        .list_hooks(run)
+                        .await?
+                        .into_iter()
+                        .find(|h| h.live && h.hook != hook && !self.dropped(&h.token));
+                    if let Some(h) = other {
+                        self.dropped.lock().unwrap().insert(h.token);
+                    }
+                }
+                Ok(a)
+            }
+            Fault::RespondToAnyHook
+                if events
+                    .iter()
+                    .all(|e| matches!(e, EventData::HookResponded { .. })) =>
+            {
+                match self.inner.append(run, events.clone(), fence).await {
+                    Err(StoreError::InvalidEvent { .. }) => {
+                        // Acknowledge it anyway (without recording it).
+                        let rec = self.inner.get_run(run).await?.expect("run");
+                        let events = events
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, data)| Event {
+                                seq: rec.next_seq + i as u64,
+                                at: self.inner.now(),
+                                data,
+                            })
+                            .collect();
+                        Ok(Appended { events, run: rec })
+                    }
+                    other => other,
+                }
+            }
             Fault::HalfAppend if events.len() > 1 => {
                 let mut last = None;
                 let mut recorded = Vec::new();
@@ -85,6 +147,9 @@ impl Store for Broken {
         self.inner.list_runs(query).await
     }
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
+        if self.dropped(token) {
+            return Ok(None);
+        }
         self.inner.get_hook(token).await
     }
     async fn list_hooks(&self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
@@ -95,6 +160,11 @@ impl Store for Broken {
         token: &HookToken,
         payload: Payload,
     ) -> Result<Resumed, StoreError> {
+        if self.dropped(token) {
+            return Err(StoreError::HookNotFound {
+                token: token.clone(),
+            });
+        }
         match self.fault {
             Fault::ResumeWithoutWake => {
                 let owner =
@@ -141,6 +211,12 @@ impl Store for Broken {
         self.inner.renew_lease(lease, ttl).await
     }
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        if let Fault::StrictReleaseAfterEnd = self.fault {
+            let run = self.inner.get_run(lease.run_id).await?;
+            if run.is_some_and(|r| r.status.is_terminal()) {
+                return Err(StoreError::LeaseLost { run: lease.run_id });
+            }
+        }
         self.inner.release_lease(lease).await
     }
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -163,6 +239,7 @@ impl Backend for BrokenBackend {
         Ok(Broken {
             inner: MemoryStore::with_clock(clock),
             fault: self.0,
+            dropped: Arc::default(),
         })
     }
 }
@@ -227,6 +304,52 @@ fn resume_without_wake_fails_hooks() {
         msg.contains("did not make the run due"),
         "unexpected failure: {msg}"
     );
+}
+
+/// Runs `category` on a store with `fault` and panics if it fails.
+fn passes(fault: Fault, category: Category) {
+    run_category(&BrokenBackend(fault), category);
+}
+
+#[test]
+fn dispose_dropping_another_token_fails_hooks_only() {
+    let msg = failure_of(Fault::DisposeDropsAnotherToken, Category::Hooks);
+    assert!(
+        msg.contains("released the token of"),
+        "unexpected failure: {msg}"
+    );
+    // Before the check for two live hooks, nothing caught it.
+    for c in [Category::Atomicity, Category::Terminal, Category::Leases] {
+        passes(Fault::DisposeDropsAnotherToken, c);
+    }
+}
+
+#[test]
+fn responding_to_any_hook_fails_hooks_only() {
+    let msg = failure_of(Fault::RespondToAnyHook, Category::Hooks);
+    assert!(
+        msg.contains("hook_responded to a conflicted hook"),
+        "unexpected failure: {msg}"
+    );
+    for c in [
+        Category::Atomicity,
+        Category::Idempotency,
+        Category::Terminal,
+    ] {
+        passes(Fault::RespondToAnyHook, c);
+    }
+}
+
+#[test]
+fn strict_release_after_end_fails_leases_only() {
+    let msg = failure_of(Fault::StrictReleaseAfterEnd, Category::Leases);
+    assert!(
+        msg.contains("releasing the lease of a run its holder ended"),
+        "unexpected failure: {msg}"
+    );
+    for c in [Category::Queue, Category::Terminal, Category::Hooks] {
+        passes(Fault::StrictReleaseAfterEnd, c);
+    }
 }
 
 #[test]

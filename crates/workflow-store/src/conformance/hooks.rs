@@ -15,6 +15,183 @@ pub async fn run<B: Backend>(b: &B) {
     resume_records_and_makes_due(b).await;
     resume_unknown_token_is_not_found(b).await;
     resume_webhook_only_resumes_webhooks(b).await;
+    dispose_releases_only_its_own_token(b).await;
+    responded_needs_a_hook_that_was_created(b).await;
+}
+
+fn disposed(hook: &str) -> EventData {
+    EventData::HookDisposed { hook: cid(hook) }
+}
+
+fn responded(hook: &str) -> EventData {
+    EventData::HookResponded {
+        hook: cid(hook),
+        request_id: "req-1".into(),
+        response: crate::event::HttpResponseRecord {
+            status: 204,
+            headers: vec![],
+            body: Default::default(),
+        },
+    }
+}
+
+/// With two live hooks in a run, disposing one frees its token only: the
+/// other stays live, listed and resumable, whichever of the two goes first.
+pub async fn dispose_releases_only_its_own_token<B: Backend>(b: &B) {
+    for (gone, kept) in [
+        (("hook:1", "two-b"), ("hook:0", "two-a")),
+        (("hook:0", "two-a"), ("hook:1", "two-b")),
+    ] {
+        let (store, _) = fresh(b).await;
+        let a = new_run(&store, "wf").await;
+        store
+            .append(
+                a,
+                vec![
+                    hook_created("hook:0", "two-a"),
+                    hook_created("hook:1", "two-b"),
+                ],
+                None,
+            )
+            .await
+            .expect("two hooks");
+        store
+            .append(a, vec![disposed(gone.0)], None)
+            .await
+            .expect("dispose one");
+        assert!(
+            store
+                .get_hook(&token(gone.1))
+                .await
+                .expect("get_hook")
+                .is_none(),
+            "hooks: the token of disposed {} is still live",
+            gone.0
+        );
+        let live = store
+            .get_hook(&token(kept.1))
+            .await
+            .expect("get_hook")
+            .unwrap_or_else(|| {
+                panic!(
+                    "hooks: disposing {} released the token of {}",
+                    gone.0, kept.0
+                )
+            });
+        assert_eq!(
+            live.hook,
+            cid(kept.0),
+            "hooks: a token moved to another hook"
+        );
+        let listed: Vec<(String, bool)> = store
+            .list_hooks(a)
+            .await
+            .expect("list_hooks")
+            .into_iter()
+            .map(|h| (h.hook.to_string(), h.live))
+            .collect();
+        let mut want = vec![
+            ("hook:0".to_string(), kept.0 == "hook:0"),
+            ("hook:1".to_string(), kept.0 == "hook:1"),
+        ];
+        want.sort();
+        assert_eq!(
+            listed, want,
+            "hooks: after disposing {} the hooks are listed wrong",
+            gone.0
+        );
+        let r = store
+            .resume_hook(&token(kept.1), payload(&"still here"))
+            .await
+            .expect("the other hook still resumes");
+        assert_eq!(r.hook, cid(kept.0));
+        let r = store.resume_hook(&token(gone.1), payload(&"gone")).await;
+        assert!(
+            matches!(r, Err(StoreError::HookNotFound { .. })),
+            "hooks: a disposed hook's token resumed: {r:?}"
+        );
+        // The kept hook can still be disposed; the gone one not again.
+        let again = store.append(a, vec![disposed(gone.0)], None).await;
+        assert!(
+            matches!(again, Err(StoreError::InvalidEvent { .. })),
+            "hooks: {} disposed twice: {again:?}",
+            gone.0
+        );
+        store
+            .append(a, vec![disposed(kept.0)], None)
+            .await
+            .expect("dispose the other");
+        assert!(store
+            .get_hook(&token(kept.1))
+            .await
+            .expect("get_hook")
+            .is_none());
+    }
+}
+
+/// `hook_responded` (a manual webhook's answer) is accepted for a hook that
+/// was created, live or disposed since, and refused as `InvalidEvent` for one
+/// that lost its token (`hook_conflict`) or is not a hook; for an unknown id it
+/// is `UnknownCorrelation`. A refused one writes nothing.
+pub async fn responded_needs_a_hook_that_was_created<B: Backend>(b: &B) {
+    let (store, _) = fresh(b).await;
+    let holder = new_run(&store, "wf").await;
+    store
+        .append(holder, vec![hook_created("hook:0", "taken")], None)
+        .await
+        .expect("holder");
+    let a = new_run(&store, "wf").await;
+    let got = store
+        .append(
+            a,
+            vec![
+                hook_created("hook:0", "mine"),
+                hook_created("hook:1", "taken"),
+                super::step_created("step:0"),
+            ],
+            None,
+        )
+        .await
+        .expect("hooks");
+    assert_eq!(got.events[1].kind(), EventKind::HookConflict);
+    // Live hook: accepted, and it stays live.
+    store
+        .append(a, vec![responded("hook:0")], None)
+        .await
+        .expect("hooks: hook_responded to a live hook was refused");
+    assert!(store.get_hook(&token("mine")).await.expect("get").is_some());
+    // Disposed since: still accepted (the response to a request it received).
+    store
+        .append(a, vec![disposed("hook:0")], None)
+        .await
+        .expect("dispose");
+    store
+        .append(a, vec![responded("hook:0")], None)
+        .await
+        .expect("hooks: hook_responded after dispose was refused");
+    let before = store.read_log(a).await.expect("log");
+    // A hook that never was created (its token was taken): refused, even
+    // though the run has another hook that was.
+    let r = store.append(a, vec![responded("hook:1")], None).await;
+    assert!(
+        matches!(r, Err(StoreError::InvalidEvent { .. })),
+        "hooks: hook_responded to a conflicted hook: {r:?}"
+    );
+    let r = store.append(a, vec![responded("step:0")], None).await;
+    assert!(
+        matches!(r, Err(StoreError::InvalidEvent { .. })),
+        "hooks: hook_responded to a step: {r:?}"
+    );
+    let r = store.append(a, vec![responded("hook:9")], None).await;
+    assert!(
+        matches!(r, Err(StoreError::UnknownCorrelation { .. })),
+        "hooks: hook_responded to an unknown hook: {r:?}"
+    );
+    assert_eq!(
+        store.read_log(a).await.expect("log"),
+        before,
+        "hooks: a refused hook_responded was recorded"
+    );
 }
 
 /// `resume_webhook` records to webhooks and returns their mode; a plain hook's

@@ -14,6 +14,64 @@ pub async fn run<B: Backend>(b: &B) {
     lease_is_exclusive_and_expires(b).await;
     renew_extends_and_release_frees(b).await;
     a_lease_says_whether_it_took_over(b).await;
+    release_is_refused_once_the_lease_is_gone(b).await;
+}
+
+/// A lease given up is gone: releasing or renewing it again is `LeaseLost`
+/// (the run is live; its queue entry went with the release), and so is a
+/// lease on a run the store never had. Releasing after the run ended (the
+/// lease went with the run's queue entry) is fine: the holder ended it.
+pub async fn release_is_refused_once_the_lease_is_gone<B: Backend>(b: &B) {
+    let (store, _) = fresh(b).await;
+    let run = new_run(&store, "wf").await;
+    let lease = store.lease_due(10, TTL).await.expect("lease").remove(0);
+    store.release_lease(&lease).await.expect("release");
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "leases: a released run with nothing to do is still queued"
+    );
+    let r = store.release_lease(&lease).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: a lease was released twice: {r:?}"
+    );
+    let r = store.renew_lease(&lease, TTL).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: a released lease was renewed: {r:?}"
+    );
+    let stranger = crate::record::Lease {
+        run_id: crate::id::RunId::new(),
+        ..lease.clone()
+    };
+    let r = store.release_lease(&stranger).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: a lease on an unknown run was released: {r:?}"
+    );
+
+    store.wake(run).await.expect("wake");
+    let lease = store.lease_due(10, TTL).await.expect("lease").remove(0);
+    store
+        .append(
+            run,
+            vec![EventData::RunCompleted {
+                output: super::payload(&0),
+            }],
+            Some(lease.id),
+        )
+        .await
+        .expect("complete");
+    store
+        .release_lease(&lease)
+        .await
+        .expect("leases: releasing the lease of a run its holder ended");
+    let r = store.renew_lease(&lease, TTL).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: the lease of an ended run was renewed: {r:?}"
+    );
 }
 
 /// A leased run is not leased again until the lease expires; then the old

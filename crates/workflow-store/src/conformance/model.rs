@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use super::{cid, payload, token, Backend};
 use crate::clock::ManualClock;
@@ -741,14 +741,44 @@ impl NowTs for ManualClock {
     }
 }
 
-/// Runs the model test: `PROPTEST_CASES` cases (default 64) of up to 40 operations.
+/// The seed of the model test unless `WORKFLOW_CONFORMANCE_SEED` names another.
+///
+/// A fixed seed makes every run draw the same cases, so a broken rule the
+/// suite catches is caught on every run, not now and then.
+pub const DEFAULT_SEED: u64 = 0x5eed_c0de_2f1a_77e3;
+
+/// The number of cases unless `PROPTEST_CASES` says otherwise.
+pub const DEFAULT_CASES: u32 = 256;
+
+/// The seed to use: `WORKFLOW_CONFORMANCE_SEED` (a number, or `random` for a
+/// fresh one each run), else [`DEFAULT_SEED`].
+pub fn seed() -> u64 {
+    match std::env::var("WORKFLOW_CONFORMANCE_SEED") {
+        Ok(v) if v.trim().eq_ignore_ascii_case("random") => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            panic!("WORKFLOW_CONFORMANCE_SEED must be a number or `random`, not {v:?}")
+        }),
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+/// Runs the model test: `PROPTEST_CASES` cases (default [`DEFAULT_CASES`]) of
+/// up to 40 operations, drawn from [`seed`]. A failure names the seed to rerun.
 pub fn run<B: Backend>(rt: &tokio::runtime::Runtime, backend: &B) {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CASES);
+    let seed = seed();
     let config = Config {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64),
+        cases,
         failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
@@ -773,6 +803,9 @@ pub fn run<B: Backend>(rt: &tokio::runtime::Runtime, backend: &B) {
         })
     });
     if let Err(e) = result {
-        panic!("model conformance failed: {e}");
+        panic!(
+            "model conformance failed (seed {seed}, {cases} cases; rerun with \
+             WORKFLOW_CONFORMANCE_SEED={seed}): {e}"
+        );
     }
 }
