@@ -551,9 +551,9 @@ async fn a_run_of_an_unknown_workflow_is_blocked_not_lost() {
     assert_eq!(rec.status, RunStatus::Blocked);
     assert!(rec.error.unwrap().message.contains("not registered"));
     other.shutdown().await;
-    // An engine that knows the workflow finishes it once woken.
+    // An engine that registers the workflow retries the blocked run when its
+    // workers start, and finishes it; nobody has to wake it.
     let fixed = engine(store.clone(), |b| b.workflow("three", three_steps));
-    store.wake(run).await.unwrap();
     // result() answers RunBlocked while the run is still blocked: wait until
     // the new engine has picked it up.
     for _ in 0..200 {
