@@ -171,7 +171,7 @@ async fn a_step_that_lost_a_select_still_runs_when_awaited_later(ts: TestStore) 
     e.shutdown().await;
 }
 
-/// Item 2: a step running 3x the lease and waking every 5 ms keeps its
+/// Item 2: a step running 3x the lease (600 ms) and waking every 5 ms keeps its
 /// lease and executes exactly once.
 async fn a_step_longer_than_its_lease_that_wakes_often_runs_once(ts: TestStore) {
     let executions = Arc::new(AtomicU32::new(0));
@@ -184,7 +184,8 @@ async fn a_step_longer_than_its_lease_that_wakes_often_runs_once(ts: TestStore) 
                         let count = count.clone();
                         async move {
                             count.fetch_add(1, Ordering::SeqCst);
-                            for _ in 0..180 {
+                            // Three lease lengths, waking every 5 ms.
+                            for _ in 0..360 {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                             Ok::<_, StepError>("done".to_string())
@@ -195,7 +196,7 @@ async fn a_step_longer_than_its_lease_that_wakes_often_runs_once(ts: TestStore) 
             })
         }
     };
-    let ttl = Duration::from_millis(300);
+    let ttl = Duration::from_millis(600);
     let e = engine(&ts, ttl, register(executions.clone()));
     // A second engine on the store takes the run over if the lease lapses.
     let rival = engine(&ts, ttl, register(executions.clone()));
