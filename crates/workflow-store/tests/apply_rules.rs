@@ -279,4 +279,40 @@ mod rules {
         let (r, _) = t.write(later, |st| apply::try_lease(st, run, TTL));
         assert!(r.unwrap().is_some(), "a due timer was not leased");
     }
+
+    /// `taken_over` is for the caller of `lease_due` only: the lease a store
+    /// keeps says `false`, also after renewing a lease that did take over
+    /// (whose holder gets its own value back).
+    #[test]
+    fn stored_leases_do_not_say_taken_over() {
+        let mut t = Tables::default();
+        let run = RunId::new();
+        t.create(run);
+        t.write(NOW, |st| apply::try_lease(st, run, TTL))
+            .0
+            .unwrap()
+            .unwrap();
+        let later = NOW.saturating_add(TTL);
+        let (taken, changes) = t.write(later, |st| apply::try_lease(st, run, TTL));
+        let taken = taken.unwrap().expect("taken over");
+        assert!(taken.taken_over);
+        let stored = |c: &Changes| {
+            c.queue
+                .get(&run)
+                .and_then(|(_, e)| e.as_ref())
+                .and_then(|e| e.lease.clone())
+                .expect("a staged lease")
+        };
+        assert!(!stored(&changes).taken_over, "try_lease stored taken_over");
+        let (renewed, changes) = t.write(later, |st| apply::renew_lease(st, &taken, TTL));
+        let renewed = renewed.unwrap();
+        assert!(
+            renewed.taken_over,
+            "renew_lease dropped the caller's taken_over"
+        );
+        let kept = stored(&changes);
+        assert!(!kept.taken_over, "renew_lease stored taken_over");
+        assert_eq!(kept.id, taken.id);
+        assert_eq!(kept.expires_at, renewed.expires_at);
+    }
 }

@@ -175,21 +175,29 @@ pub async fn racing_hook_creates_keep_one_owner<B: Backend>(b: &B) {
 }
 
 /// 8 tasks lease from 40 due runs at once: every run is leased exactly once.
+///
+/// The tasks start together and each first asks for every run, so they all
+/// see the same runs due and then race to lease them. (That a taker who saw a
+/// run due after another leased it gets nothing is also checked without a
+/// race, on the shared rules: `tests/apply_rules.rs` of this crate.)
 pub async fn racing_leases_are_exclusive<B: Backend>(b: &B) {
     let (store, _) = fresh(b).await;
     let mut runs = BTreeSet::new();
     for _ in 0..40 {
         runs.insert(new_run(&store, "wf").await);
     }
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let store = store.clone();
+        let (store, barrier) = (store.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             let mut got: Vec<RunId> = Vec::new();
-            for _ in 0..10 {
+            barrier.wait().await;
+            for round in 0..10 {
+                let limit = if round == 0 { 40 } else { 3 };
                 got.extend(
                     store
-                        .lease_due(3, TTL)
+                        .lease_due(limit, TTL)
                         .await
                         .expect("lease")
                         .iter()
