@@ -222,9 +222,9 @@ async fn main() {
     e.start_workers();
     let calls = if quick { 300 } else { 1000 };
     let sink_run = e.start("sink", &(0u32, calls * 17)).await.unwrap();
-    while e.get_hook("bench:0").await.unwrap().is_none() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    e.wait_for_hook("bench:0", Duration::from_secs(30))
+        .await
+        .expect("the sink's hook");
     let mut resume_lat = Vec::with_capacity(calls as usize);
     for i in 0..calls {
         let t = Instant::now();

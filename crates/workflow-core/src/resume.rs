@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::broadcast;
 use tracing::{debug, warn};
 use workflow_store::{
     Change, EventData, HookRecord, HookToken, Payload, Resumed, StoreError, WebhookResponse,
@@ -40,6 +41,14 @@ pub enum ResumeError {
     Rejected {
         /// The validator's reason.
         message: String,
+    },
+    /// [`Engine::wait_for_hook`]: no live hook had the token within the time given.
+    #[error("no live hook had token {token} within {waited:?}")]
+    TimedOut {
+        /// The token.
+        token: String,
+        /// How long it was waited for.
+        waited: Duration,
     },
     /// The store failed.
     #[error(transparent)]
@@ -77,6 +86,69 @@ impl Engine {
     pub async fn get_hook(&self, token: &str) -> Result<Option<HookRecord>, ResumeError> {
         let token = HookToken::new(token)?;
         Ok(self.store().get_hook(&token).await?)
+    }
+
+    /// Waits until a live hook holds `token` (a run has reached the point
+    /// where it creates it) and returns it; [`ResumeError::TimedOut`] after
+    /// `timeout`. For a sender that knows a custom token before the run gets
+    /// there: no polling loop. It wakes on the store's change feed (a new hook
+    /// is an append to its run), and checks again every
+    /// [`EngineSettings::poll_interval`](crate::EngineSettings) for stores
+    /// without one.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(engine: workflow_core::Engine) -> Result<(), workflow_core::ResumeError> {
+    /// engine.wait_for_hook("order:42", Duration::from_secs(5)).await?;
+    /// engine.resume_hook("order:42", &true).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_hook(
+        &self,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<HookRecord, ResumeError> {
+        let token = HookToken::new(token)?;
+        // Subscribed before the first look, so a hook created in between wakes us.
+        let mut feed = self.store().subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let poll = self.settings().poll_interval;
+        loop {
+            if let Some(hook) = self.store().get_hook(&token).await? {
+                return Ok(hook);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ResumeError::TimedOut {
+                    token: token.to_string(),
+                    waited: timeout,
+                });
+            }
+            let wait = (deadline - now).min(poll);
+            match feed.as_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(wait, async {
+                        loop {
+                            match rx.recv().await {
+                                Ok(Change::Appended { .. }) => {
+                                    // Look once for a burst of appends, not once each.
+                                    while rx.try_recv().is_ok() {}
+                                    return;
+                                }
+                                Ok(_) => {}
+                                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                                // No feed any more: wait out the poll interval.
+                                Err(broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        }
     }
 
     /// Resumes the webhook with `token` with an HTTP request, and answers it.

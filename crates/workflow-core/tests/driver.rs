@@ -263,10 +263,9 @@ async fn a_hook_payload_reaches_the_workflow_while_a_step_runs(ts: TestStore) {
     });
     let run = e.start("hook-or-step", &()).await.unwrap();
     let token = format!("payload-during-step:{run}");
-    eventually("the hook exists", || async {
-        e.get_hook(&token).await.unwrap().is_some()
-    })
-    .await;
+    e.wait_for_hook(&token, Duration::from_secs(10))
+        .await
+        .expect("the hook exists");
     e.resume_hook(&token, "payload").await.unwrap();
     let out: String = result_of(&e, run).await.unwrap();
     assert_eq!(out, "payload");
@@ -491,10 +490,9 @@ async fn a_manual_answer_given_after_the_webhook_is_dropped_reaches_the_caller(t
     });
     let run = e.start("answer-later", &()).await.unwrap();
     let token = format!("answer-later:{run}");
-    eventually("the webhook exists", || async {
-        e.get_hook(&token).await.unwrap().is_some()
-    })
-    .await;
+    e.wait_for_hook(&token, Duration::from_secs(10))
+        .await
+        .expect("the webhook exists");
     let response = e
         .resume_webhook(&token, http::Request::new(Bytes::from_static(b"hi")))
         .await;
@@ -686,18 +684,16 @@ async fn a_cached_run_does_not_keep_the_payloads_it_was_given(ts: TestStore) {
     });
     let run = e.start("consumer", &()).await.unwrap();
     let token = format!("big:{run}");
-    eventually("the hook exists", || async {
-        e.get_hook(&token).await.unwrap().is_some()
-    })
-    .await;
+    e.wait_for_hook(&token, Duration::from_secs(10))
+        .await
+        .expect("the hook exists");
     for i in 0..PAYLOADS {
         e.resume_hook(&token, &vec![i as u8; SIZE]).await.unwrap();
     }
     let done = format!("done:{run}");
-    eventually("every payload was taken", || async {
-        e.get_hook(&done).await.unwrap().is_some()
-    })
-    .await;
+    e.wait_for_hook(&done, Duration::from_secs(10))
+        .await
+        .expect("every payload was taken");
     eventually("the run is cached", || async { e.cached_runs() == 1 }).await;
     let (events, bytes) = e.cached_events();
     assert!(

@@ -125,25 +125,11 @@ fn position(log: &[Event], kind: EventKind) -> usize {
         .unwrap_or_else(|| panic!("the log has no {kind}"))
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1000 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn hook_live(engine: &Engine, token: &str) {
-    wait_until(token, || async {
-        engine.get_hook(token).await.unwrap().is_some()
-    })
-    .await;
+    engine
+        .wait_for_hook(token, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("hook {token} never became live: {e}"));
 }
 
 async fn webhook_token(store: &MemoryStore, run: RunId) -> HookToken {

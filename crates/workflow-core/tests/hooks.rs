@@ -26,13 +26,9 @@ fn engine(
 }
 
 async fn wait_for_hook(e: &Engine, token: &str) {
-    for _ in 0..500 {
-        if e.get_hook(token).await.unwrap().is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("hook {token} never became live");
+    e.wait_for_hook(token, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|err| panic!("hook {token} never became live: {err}"));
 }
 
 async fn wait_status(store: &MemoryStore, run: RunId, want: RunStatus) {

@@ -229,15 +229,16 @@ async fn send_payloads(store: Arc<dyn Store>, run: RunId, tag: u8, program: Vec<
             continue;
         }
         let token = hook_token(run, tag, i);
+        // Tried again only after a fault of the store under test.
         loop {
-            if let Ok(Some(_)) = engine.get_hook(&token).await {
-                if engine
+            let live = engine.wait_for_hook(&token, Duration::from_secs(30)).await;
+            if live.is_ok()
+                && engine
                     .resume_hook(&token, &format!("payload {i}"))
                     .await
                     .is_ok()
-                {
-                    break;
-                }
+            {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

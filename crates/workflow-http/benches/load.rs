@@ -126,11 +126,10 @@ async fn bench(total: usize, in_flight: usize) {
         .start("sink", &(total as u32))
         .await
         .expect("start the run");
-    let live = Instant::now() + Duration::from_secs(30);
-    while engine.get_hook(TOKEN).await.expect("get_hook").is_none() {
-        assert!(Instant::now() < live, "the webhook never became live");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    engine
+        .wait_for_hook(TOKEN, Duration::from_secs(30))
+        .await
+        .expect("the webhook never became live");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

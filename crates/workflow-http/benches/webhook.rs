@@ -383,13 +383,11 @@ async fn engine_with_hook(dir: &Path, durability: Durability) -> Engine {
         .build();
     engine.start_workers();
     engine.start("consume", &()).await.expect("start");
-    for _ in 0..2000 {
-        if engine.get_hook(TOKEN).await.expect("get_hook").is_some() {
-            return engine;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the webhook never became live");
+    engine
+        .wait_for_hook(TOKEN, Duration::from_secs(10))
+        .await
+        .expect("the webhook never became live");
+    engine
 }
 
 async fn measure(adapter: Adapter, durability: Durability, sizes: &Sizes) -> Row {

@@ -136,13 +136,10 @@ pub async fn start<I: serde::Serialize>(
     token: &str,
 ) -> RunId {
     let run = e.start(workflow, input).await.expect("start");
-    for _ in 0..1000 {
-        if e.get_hook(token).await.expect("get_hook").is_some() {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("webhook {token} never became live");
+    e.wait_for_hook(token, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|err| panic!("webhook {token} never became live: {err}"));
+    run
 }
 
 /// The requests a `collect` run received (waits for it to end).
