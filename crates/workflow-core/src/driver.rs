@@ -521,6 +521,7 @@ impl Driver<'_> {
         let now = self.inner.store.now();
         let stopping = self.stopping;
         let takeover = std::mem::take(&mut self.takeover);
+        let run = self.lease.run_id;
         let mut st = lock(&self.inst.state);
         let st = &mut *st;
 
@@ -552,7 +553,9 @@ impl Driver<'_> {
                     let retry_in = match e.kind {
                         StepErrorKind::Fatal => None,
                         StepErrorKind::RetryAfter(d) => Some(d),
-                        StepErrorKind::Retryable => Some(s.options.backoff.delay(outcome.attempt)),
+                        StepErrorKind::Retryable => {
+                            Some(s.options.retry_delay(run, &id, outcome.attempt))
+                        }
                     };
                     (e.message, retry_in)
                 });
@@ -588,7 +591,7 @@ impl Driver<'_> {
                     "attempt {attempt} was lost: the engine running it stopped (a crash, a kill, \
                      a lost lease) before its outcome was recorded"
                 );
-                let lost = Err((message, Some(s.options.backoff.delay(attempt))));
+                let lost = Err((message, Some(s.options.retry_delay(run, &id, attempt))));
                 record_attempt(&mut events, s, id, recorded, attempt, lost, now);
             }
             if !events.is_empty() {

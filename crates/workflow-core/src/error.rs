@@ -78,6 +78,24 @@ impl WorkflowError {
 /// let never = StepError::fatal("card declined");
 /// assert!(again.is_retryable() && later.is_retryable() && !never.is_retryable());
 /// ```
+///
+/// Any [`std::error::Error`] converts into a retryable `StepError` with `?`
+/// (its message and its sources, joined with `: `); mark one fatal with
+/// [`StepResultExt::fatal`]:
+///
+/// ```
+/// use workflow_core::{StepError, StepResultExt};
+/// fn parse(text: &str) -> Result<u32, StepError> {
+///     let n: u32 = text.parse()?;                       // retryable if it fails
+///     let m: u32 = "x".parse::<u32>().fatal().or(Ok::<_, StepError>(0))?;
+///     Ok(n + m)
+/// }
+/// assert_eq!(parse("41").unwrap(), 41);
+/// assert!(parse("no").unwrap_err().is_retryable());
+/// ```
+///
+/// (So that this conversion exists, `StepError` itself is not a
+/// `std::error::Error`, as with `anyhow::Error`; it is `Display` and `Debug`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepError {
     pub(crate) message: String,
@@ -133,7 +151,45 @@ impl fmt::Display for StepError {
     }
 }
 
-impl std::error::Error for StepError {}
+impl<E: std::error::Error> From<E> for StepError {
+    fn from(e: E) -> Self {
+        StepError::retryable(error_chain(&e))
+    }
+}
+
+/// An error's message followed by its sources', joined with `: `.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Marks the error of a `Result` as a step failure of a given kind, for `?`
+/// inside a step: `charge(card).await.fatal()?`.
+pub trait StepResultExt<T> {
+    /// A failure retrying cannot fix: the step fails at once.
+    fn fatal(self) -> Result<T, StepError>;
+    /// A failure worth retrying after `delay` (overrides the backoff).
+    fn retry_after(self, delay: Duration) -> Result<T, StepError>;
+}
+
+impl<T, E: std::error::Error> StepResultExt<T> for Result<T, E> {
+    fn fatal(self) -> Result<T, StepError> {
+        self.map_err(|e| StepError::fatal(error_chain(&e)))
+    }
+
+    fn retry_after(self, delay: Duration) -> Result<T, StepError> {
+        self.map_err(|e| StepError::retry_after(error_chain(&e), delay))
+    }
+}
 
 /// The workflow code no longer matches the run's recorded history.
 ///

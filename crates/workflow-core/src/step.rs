@@ -82,6 +82,13 @@ pub struct StepOptions {
     pub backoff: Backoff,
     /// Limit on one attempt; an attempt past it fails as retryable.
     pub timeout: Option<Duration>,
+    /// Spread of retry delays, a fraction from 0 to 1 (default 0: none):
+    /// each delay is scaled by a factor between `1 - jitter` and `1 + jitter`,
+    /// so that many runs failing together do not retry together. The factor
+    /// comes from the run, the step and the attempt, so it is the same on
+    /// every engine; the retry time is recorded in `step_retrying`, so replay
+    /// never draws it again.
+    pub jitter: f64,
 }
 
 impl Default for StepOptions {
@@ -90,6 +97,7 @@ impl Default for StepOptions {
             max_attempts: 3,
             backoff: Backoff::default(),
             timeout: None,
+            jitter: 0.0,
         }
     }
 }
@@ -111,6 +119,47 @@ impl StepOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Spreads retry delays by up to `fraction` (clamped to 0..=1) either way.
+    ///
+    /// ```
+    /// use workflow_core::StepOptions;
+    /// assert_eq!(StepOptions::default().jitter(0.2).jitter, 0.2);
+    /// assert_eq!(StepOptions::default().jitter(7.0).jitter, 1.0);
+    /// ```
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// The delay before retrying `step` of `run` after failed attempt
+    /// `attempt`: the backoff's, spread by the jitter.
+    pub(crate) fn retry_delay(&self, run: RunId, step: &CorrelationId, attempt: u32) -> Duration {
+        let delay = self.backoff.delay(attempt);
+        if self.jitter <= 0.0 {
+            return delay;
+        }
+        // FNV-1a over the run, the step and the attempt: a uniform draw in
+        // [0, 1) that every engine computes alike.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let bytes = run
+            .as_u128()
+            .to_le_bytes()
+            .into_iter()
+            .chain(step.as_str().bytes())
+            .chain(attempt.to_le_bytes());
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        delay.mul_f64(factor.max(0.0))
     }
 }
 
@@ -364,5 +413,54 @@ impl<T, F, Fut> Drop for Step<T, F, Fut> {
             }
         }
         st.release_op(self.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(jitter: f64) -> StepOptions {
+        StepOptions::default()
+            .backoff(Backoff {
+                initial: Duration::from_secs(10),
+                factor: 1.0,
+                max: Duration::from_secs(10),
+            })
+            .jitter(jitter)
+    }
+
+    #[test]
+    fn without_jitter_the_delay_is_the_backoffs() {
+        let step = CorrelationId::from_parts("step", 1);
+        let d = opts(0.0).retry_delay(RunId::new(), &step, 1);
+        assert_eq!(d, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_is_bounded_repeatable_and_spread() {
+        let run = RunId::new();
+        let o = opts(0.5);
+        let delays: Vec<Duration> = (0..200)
+            .map(|i| o.retry_delay(run, &CorrelationId::from_parts("step", i), 1))
+            .collect();
+        for d in &delays {
+            assert!(
+                *d >= Duration::from_secs(5) && *d <= Duration::from_secs(15),
+                "{d:?}"
+            );
+        }
+        // The same run, step and attempt give the same delay on any engine.
+        let step = CorrelationId::from_parts("step", 7);
+        assert_eq!(o.retry_delay(run, &step, 2), o.retry_delay(run, &step, 2));
+        // And different steps are spread over the range, not bunched.
+        let below = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(10))
+            .count();
+        assert!(
+            (60..=140).contains(&below),
+            "{below} of 200 below the middle"
+        );
     }
 }

@@ -858,3 +858,50 @@ async fn select_biased_over_operations_replays_the_same_winner() {
     );
     e.shutdown().await;
 }
+
+/// Any `std::error::Error` converts into a retryable `StepError` with `?`,
+/// and `.fatal()?` makes it fatal: the first step retries and then succeeds,
+/// the second fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn question_mark_on_std_errors_retries_and_fatal_fails_at_once() {
+    use workflow_core::StepResultExt;
+    let store = MemoryStore::new();
+    let e = engine(store.clone(), |b| {
+        b.workflow("errors", |ctx: Context, _: ()| async move {
+            let n = ctx
+                .step_with("parse", fast(3), |s| async move {
+                    let text = if s.attempt() == 1 {
+                        "not a number"
+                    } else {
+                        "41"
+                    };
+                    let n: u32 = text.parse()?;
+                    Ok::<_, StepError>(n + 1)
+                })
+                .await?;
+            let fatal = ctx
+                .step_with("fatal", fast(3), |_| async {
+                    let n: u32 = "nope".parse().fatal()?;
+                    Ok::<_, StepError>(n)
+                })
+                .await;
+            Ok((n, fatal.map_err(|e| e.to_string())))
+        })
+    });
+    let run = e.start("errors", &()).await.unwrap();
+    let (n, fatal): (u32, Result<u32, String>) = e.result(&run).await.unwrap();
+    assert_eq!(n, 42);
+    let fatal = fatal.unwrap_err();
+    assert!(fatal.contains("after 1 attempt(s)"), "{fatal}");
+    assert!(fatal.contains("invalid digit"), "{fatal}");
+    let log = store.read_log(run).await.unwrap();
+    let retry = log
+        .iter()
+        .find_map(|ev| match &ev.data {
+            EventData::StepRetrying { error, .. } => Some(error.message.clone()),
+            _ => None,
+        })
+        .expect("the parse step retried");
+    assert!(retry.contains("invalid digit"), "{retry}");
+    e.shutdown().await;
+}
