@@ -381,3 +381,17 @@ fn unblock_retries_a_blocked_run_and_refuses_other_runs() {
         format!("retried: run {retired}\n")
     );
 }
+
+#[test]
+fn start_with_a_wrong_typed_field_names_the_field_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = cli(&data, None, &["start", "approve_order", r#"{"id": "x"}"#]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    user_error(out, "field `id`: invalid type: string, expected integer");
+    assert!(!err.contains("Semantic("), "{err}");
+    assert!(err.contains("approve_order"), "{err}");
+
+    let out = cli(&data, None, &["start", "approve_order", r#"{"id": 4}"#]);
+    user_error(out, "missing field `amount_cents`");
+}

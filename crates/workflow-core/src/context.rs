@@ -36,7 +36,7 @@ use serde::Serialize;
 use workflow_store::{RunId, Timestamp};
 
 use crate::error::StepError;
-use crate::hook::{random_token, Hook, HookOptions};
+use crate::hook::{random_token, Hook, HookError, HookOptions};
 use crate::replay::{
     forbid_in_step, lock, HookSlot, OpKind, SharedState, SlotKind, StepSlot, StepStatus, WaitSlot,
 };
@@ -199,12 +199,20 @@ impl Context {
         forbid_in_step("Context::create_hook");
         let mut st = lock(&self.state);
         let index = st.peek_index();
-        let mut invalid = options.metadata_error.clone();
+        let mut invalid = options
+            .metadata_error
+            .as_ref()
+            .map(|e| HookError::InvalidMetadata {
+                message: e.to_string(),
+            });
         let token = match (&options.token, st.recorded_token(index)) {
             (Some(custom), _) => match workflow_store::HookToken::new(custom.as_str()) {
                 Ok(t) => t,
                 Err(e) => {
-                    invalid = Some(e.to_string());
+                    // A bad token is reported first: it is what the sender uses.
+                    invalid = Some(HookError::InvalidToken {
+                        message: e.to_string(),
+                    });
                     random_token()
                 }
             },

@@ -247,12 +247,13 @@ impl Engine {
                 .ok_or_else(|| EngineError::UnknownWorkflow {
                     name: name.to_string(),
                 })?;
-        let input = Payload::encode(input).map_err(|e| EngineError::Encode(e.to_string()))?;
+        let input = Payload::encode(input).map_err(EngineError::Encode)?;
         registered
             .check_input(&input)
-            .map_err(|message| EngineError::InvalidInput {
+            .map_err(|source| EngineError::InvalidInput {
                 workflow: name.to_string(),
-                message,
+                message: source.to_string(),
+                source,
             })?;
         let new = NewRun {
             id,
@@ -329,9 +330,10 @@ impl Engine {
             .await?;
         match last.into_iter().next().map(|e| e.data) {
             Some(EventData::RunCompleted { output }) => {
-                output.decode().map_err(|e| EngineError::OutputDecode {
+                output.decode().map_err(|source| EngineError::OutputDecode {
                     run,
-                    message: e.to_string(),
+                    message: source.to_string(),
+                    source,
                 })
             }
             Some(EventData::RunFailed { error }) => Err(EngineError::RunFailed {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use workflow_store::{CorrelationId, RunId, RunStatus, StoreError};
+use workflow_store::{CodecError, CorrelationId, RunId, RunStatus, StoreError};
 
 /// Why a workflow stopped, or an operation inside it failed.
 ///
@@ -28,12 +28,18 @@ pub enum WorkflowError {
         message: String,
     },
     /// A recorded value did not decode as the type the workflow asked for.
+    /// `message` names the field path and what was expected; `source` is the
+    /// codec's error (and its own `source()` the CBOR decoder's). Equality
+    /// compares `source` by its path and message.
     #[error("recorded {what} does not decode as the expected type: {message}")]
     Decode {
         /// What was being decoded (`step result`, `workflow input`, …).
         what: String,
-        /// The decoder's message.
+        /// What did not decode and where, in plain words.
         message: String,
+        /// The decoding error, when the value was decoded by the engine.
+        #[source]
+        source: Option<CodecError>,
     },
     /// A hook yielded an error (a token conflict, an undecodable payload).
     #[error(transparent)]
@@ -60,10 +66,11 @@ impl WorkflowError {
         }
     }
 
-    pub(crate) fn decode(what: impl Into<String>, e: impl fmt::Display) -> Self {
+    pub(crate) fn decode(what: impl Into<String>, e: CodecError) -> Self {
         WorkflowError::Decode {
             what: what.into(),
             message: e.to_string(),
+            source: Some(e),
         }
     }
 }
@@ -224,8 +231,11 @@ pub enum EngineError {
     InvalidInput {
         /// The workflow.
         workflow: String,
-        /// The decoder's message.
+        /// What did not decode and where (the field path), in plain words.
         message: String,
+        /// The decoding error.
+        #[source]
+        source: CodecError,
     },
     /// No run has this id.
     #[error("run {run} does not exist")]
@@ -284,12 +294,15 @@ pub enum EngineError {
     OutputDecode {
         /// The run.
         run: RunId,
-        /// The decoder's message.
+        /// What did not decode and where (the field path), in plain words.
         message: String,
+        /// The decoding error.
+        #[source]
+        source: CodecError,
     },
-    /// A value could not be encoded.
+    /// A value could not be encoded; the codec's error is also the `source()`.
     #[error("value could not be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] CodecError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

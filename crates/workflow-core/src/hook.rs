@@ -18,7 +18,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use workflow_store::{CorrelationId, HookToken, Payload, RunId};
+use workflow_store::{CodecError, CorrelationId, HookToken, Payload, RunId};
 
 use crate::replay::{lock, SharedState, SlotKind};
 
@@ -48,7 +48,7 @@ pub fn random_token() -> HookToken {
 pub struct HookOptions {
     pub(crate) token: Option<String>,
     pub(crate) metadata: Option<Payload>,
-    pub(crate) metadata_error: Option<String>,
+    pub(crate) metadata_error: Option<CodecError>,
 }
 
 impl HookOptions {
@@ -68,10 +68,15 @@ impl HookOptions {
     }
 
     /// Data kept with the hook, readable with [`crate::Engine::get_hook`].
+    /// Metadata that cannot be encoded makes the hook yield
+    /// [`HookError::InvalidMetadata`].
     pub fn metadata<M: Serialize + ?Sized>(mut self, metadata: &M) -> Self {
         match Payload::encode(metadata) {
-            Ok(p) => self.metadata = Some(p),
-            Err(e) => self.metadata_error = Some(e.to_string()),
+            Ok(p) => {
+                self.metadata = Some(p);
+                self.metadata_error = None;
+            }
+            Err(e) => self.metadata_error = Some(e),
         }
         self
     }
@@ -90,15 +95,26 @@ pub enum HookError {
         run: RunId,
     },
     /// A payload did not decode as the hook's type; it stays in the log and the
-    /// next call yields the next payload.
+    /// next call yields the next payload. `message` names the field path and
+    /// what was expected; `source` is the codec's error. Equality compares
+    /// `source` by its path and message.
     #[error("hook payload does not decode as the expected type: {message}")]
     Decode {
-        /// The decoder's message.
+        /// What did not decode and where, in plain words.
+        message: String,
+        /// The decoding error, when the payload was decoded by the hook.
+        #[source]
+        source: Option<CodecError>,
+    },
+    /// The custom token given in [`HookOptions::token`] is not a valid token.
+    #[error("invalid hook token: {message}")]
+    InvalidToken {
+        /// Why.
         message: String,
     },
-    /// The custom token or metadata given in [`HookOptions`] is invalid.
-    #[error("invalid hook options: {message}")]
-    InvalidToken {
+    /// The metadata given in [`HookOptions::metadata`] could not be encoded.
+    #[error("invalid hook metadata: {message}")]
+    InvalidMetadata {
         /// Why.
         message: String,
     },
@@ -114,7 +130,8 @@ pub struct Hook<T> {
     pub(crate) index: u64,
     pub(crate) id: CorrelationId,
     pub(crate) token: HookToken,
-    pub(crate) invalid: Option<String>,
+    /// Why the hook's options are invalid: every call yields this error.
+    pub(crate) invalid: Option<HookError>,
     pub(crate) _payload: PhantomData<fn() -> T>,
 }
 
@@ -155,10 +172,8 @@ impl<T: DeserializeOwned> Hook<T> {
     }
 
     fn poll_payload(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T, HookError>>> {
-        if let Some(message) = &self.invalid {
-            return Poll::Ready(Some(Err(HookError::InvalidToken {
-                message: message.clone(),
-            })));
+        if let Some(invalid) = &self.invalid {
+            return Poll::Ready(Some(Err(invalid.clone())));
         }
         let mut st = lock(&self.state);
         let Some(slot) = st.ops.get_mut(&self.index) else {
@@ -176,6 +191,7 @@ impl<T: DeserializeOwned> Hook<T> {
         if let Some(payload) = h.payloads.pop_front() {
             return Poll::Ready(Some(payload.decode::<T>().map_err(|e| HookError::Decode {
                 message: e.to_string(),
+                source: Some(e),
             })));
         }
         if h.disposed {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use workflow_store::Payload;
+use workflow_store::{CodecError, Payload};
 
 use crate::context::Context;
 use crate::error::WorkflowError;
@@ -16,7 +16,7 @@ use crate::error::WorkflowError;
 pub(crate) type WorkflowFuture = BoxFuture<'static, Result<Payload, WorkflowError>>;
 
 type RunFn = dyn Fn(Context, Payload) -> WorkflowFuture + Send + Sync;
-type CheckFn = dyn Fn(&Payload) -> Result<(), String> + Send + Sync;
+type CheckFn = dyn Fn(&Payload) -> Result<(), CodecError> + Send + Sync;
 
 /// One registered workflow function.
 #[derive(Clone)]
@@ -48,9 +48,7 @@ impl Registered {
         };
         Registered {
             run: Arc::new(run),
-            check_input: Arc::new(|p: &Payload| {
-                p.decode::<I>().map(drop).map_err(|e| e.to_string())
-            }),
+            check_input: Arc::new(|p: &Payload| p.decode::<I>().map(drop)),
         }
     }
 
@@ -60,7 +58,7 @@ impl Registered {
     }
 
     /// Checks that `input` decodes as the workflow's input type.
-    pub fn check_input(&self, input: &Payload) -> Result<(), String> {
+    pub fn check_input(&self, input: &Payload) -> Result<(), CodecError> {
         (self.check_input)(input)
     }
 }

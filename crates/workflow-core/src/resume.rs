@@ -33,9 +33,9 @@ pub enum ResumeError {
         /// The token.
         token: String,
     },
-    /// The payload could not be encoded.
+    /// The payload could not be encoded; the codec's error is also the `source()`.
     #[error("payload could not be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] workflow_store::CodecError),
     /// A [`HookDefinition`]'s validation rejected the payload.
     #[error("payload rejected: {message}")]
     Rejected {
@@ -76,7 +76,7 @@ impl Engine {
         payload: &T,
     ) -> Result<Resumed, ResumeError> {
         let token = HookToken::new(token)?;
-        let payload = Payload::encode(payload).map_err(|e| ResumeError::Encode(e.to_string()))?;
+        let payload = Payload::encode(payload).map_err(ResumeError::Encode)?;
         let resumed = self.store().resume_hook(&token, payload).await?;
         debug!(run = %resumed.run_id, hook = %resumed.hook, "hook received");
         Ok(resumed)

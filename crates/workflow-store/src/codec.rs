@@ -14,8 +14,12 @@
 //! a guess. Decoding never panics and never allocates more than the input can hold:
 //! ciborium reads byte strings in chunks and limits nesting depth.
 
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::event::Event;
 
@@ -49,9 +53,14 @@ pub enum CodecError {
         /// Newest version this build reads.
         supported: u8,
     },
-    /// The CBOR body is not a valid record of the expected type.
+    /// The record is damaged in a way a store detected itself (a key that
+    /// does not match its record, a missing part).
     #[error("record body is malformed: {0}")]
     Malformed(String),
+    /// The CBOR data does not decode as the expected type: what did not fit
+    /// and where. Its `source()` is the CBOR decoder's own error.
+    #[error(transparent)]
+    Decode(DecodeError),
     /// Bytes after the end of the CBOR body.
     #[error("record has {extra} unexpected bytes after its body")]
     TrailingBytes {
@@ -63,12 +72,110 @@ pub enum CodecError {
     Encode(String),
 }
 
+/// Why CBOR data did not decode as the expected type, in plain words: the
+/// field path where the mismatch is (`id`, `items[2].price`) when serde
+/// gives one, and what was found and expected.
+///
+/// [`std::error::Error::source`] is the CBOR decoder's error. Clones share
+/// it; equality compares the path and the message only.
+///
+/// ```
+/// use workflow_store::{CodecError, Payload};
+/// #[derive(Debug, serde::Deserialize)]
+/// struct Order { id: u64 }
+/// let p = Payload::encode(&std::collections::BTreeMap::from([("id", "x")])).unwrap();
+/// let CodecError::Decode(e) = p.decode::<Order>().unwrap_err() else { panic!() };
+/// assert_eq!(e.path(), Some("id"));
+/// assert!(e.to_string().starts_with("field `id`: invalid type: string"));
+/// ```
+#[derive(Clone)]
+pub struct DecodeError {
+    path: Option<String>,
+    message: String,
+    source: Arc<ciborium::de::Error<std::io::Error>>,
+}
+
+impl DecodeError {
+    fn new(path: Option<String>, error: ciborium::de::Error<std::io::Error>) -> Self {
+        let message = match &error {
+            ciborium::de::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "unexpected end of input: the data is truncated".to_string()
+            }
+            ciborium::de::Error::Io(e) => format!("the data could not be read: {e}"),
+            ciborium::de::Error::Syntax(offset) => {
+                format!("the data is not valid CBOR (at byte {offset})")
+            }
+            ciborium::de::Error::Semantic(_, message) => message.clone(),
+            ciborium::de::Error::RecursionLimitExceeded => {
+                "the data is nested too deeply to decode".to_string()
+            }
+        };
+        DecodeError {
+            path,
+            message,
+            source: Arc::new(error),
+        }
+    }
+
+    /// Where in the value the mismatch is (`id`, `items[2].price`), if known
+    /// and not the value as a whole.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// What did not fit, without the path (`invalid type: string "x", expected u64`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "field `{path}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+// By hand: the decoder's Debug output (`Semantic(None, "...")`) stays out.
+impl fmt::Debug for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecodeError")
+            .field("path", &self.path)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for DecodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.message == other.message
+    }
+}
+
+impl Eq for DecodeError {}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Formats a CBOR encoder's error in plain words.
+pub(crate) fn encode_message(e: ciborium::ser::Error<std::io::Error>) -> String {
+    match e {
+        ciborium::ser::Error::Io(e) => format!("writing failed: {e}"),
+        ciborium::ser::Error::Value(message) => message,
+    }
+}
+
 /// Encodes `value` as a record: envelope header, then CBOR.
 pub fn encode_record<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut buf = Vec::with_capacity(128);
     buf.push(MAGIC);
     buf.push(FORMAT_VERSION);
-    ciborium::into_writer(value, &mut buf).map_err(|e| CodecError::Encode(e.to_string()))?;
+    ciborium::into_writer(value, &mut buf).map_err(|e| CodecError::Encode(encode_message(e)))?;
     Ok(buf)
 }
 
@@ -95,18 +202,69 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
 }
 
 /// Decodes one complete CBOR value; trailing bytes are an error.
+///
+/// The first attempt decodes directly. Only when it fails is the value
+/// decoded again with path tracking, to say where the mismatch is: the
+/// common case pays nothing for it.
 pub(crate) fn decode_cbor<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let mut reader = body;
-    let value = ciborium::from_reader(&mut reader).map_err(|e| match e {
-        ciborium::de::Error::Io(_) => CodecError::Malformed("unexpected end of input".into()),
-        other => CodecError::Malformed(other.to_string()),
-    })?;
+    let value = match ciborium::from_reader(&mut reader) {
+        Ok(value) => value,
+        Err(first) => return Err(CodecError::Decode(locate::<T>(body, first))),
+    };
     if !reader.is_empty() {
         return Err(CodecError::TrailingBytes {
             extra: reader.len(),
         });
     }
     Ok(value)
+}
+
+thread_local! {
+    /// The path at which the last [`Tracked`] decode on this thread failed.
+    static FAILED_AT: RefCell<Option<serde_path_to_error::Path>> = const { RefCell::new(None) };
+}
+
+/// `T`, decoded through a path tracker that leaves the failing path in
+/// [`FAILED_AT`] (ciborium's deserializer is private, so the tracker cannot
+/// wrap it directly).
+struct Tracked<T>(#[allow(dead_code)] T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Tracked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut track = serde_path_to_error::Track::new();
+        match T::deserialize(serde_path_to_error::Deserializer::new(
+            deserializer,
+            &mut track,
+        )) {
+            Ok(value) => Ok(Tracked(value)),
+            Err(e) => {
+                let path = track.path();
+                FAILED_AT.with(|at| *at.borrow_mut() = Some(path));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Decodes `body` again with path tracking after `first` failed, and says
+/// where and why.
+fn locate<T: DeserializeOwned>(
+    body: &[u8],
+    first: ciborium::de::Error<std::io::Error>,
+) -> DecodeError {
+    FAILED_AT.with(|at| at.borrow_mut().take());
+    let mut reader = body;
+    let error = match ciborium::from_reader::<Tracked<T>, _>(&mut reader) {
+        Err(again) => again,
+        // Cannot happen (decoding is deterministic); report the first error.
+        Ok(_) => first,
+    };
+    let path = FAILED_AT
+        .with(|at| at.borrow_mut().take())
+        .filter(|path| path.iter().next().is_some())
+        .map(|path| path.to_string());
+    DecodeError::new(path, error)
 }
 
 /// Encodes an event as a record.

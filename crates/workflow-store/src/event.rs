@@ -74,11 +74,12 @@ impl Payload {
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, crate::CodecError> {
         let mut buf = Vec::with_capacity(64);
         ciborium::into_writer(value, &mut buf)
-            .map_err(|e| crate::CodecError::Encode(e.to_string()))?;
+            .map_err(|e| crate::CodecError::Encode(crate::codec::encode_message(e)))?;
         Ok(Payload(Bytes::from(buf)))
     }
 
-    /// Decodes the CBOR value as `T`; a mismatch is [`crate::CodecError::Malformed`].
+    /// Decodes the CBOR value as `T`; a mismatch is [`crate::CodecError::Decode`],
+    /// which names the field path and what was expected.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::CodecError> {
         crate::codec::decode_cbor(&self.0)
     }

@@ -201,7 +201,14 @@ fn unknown_event_kind_is_malformed() {
     })
     .unwrap();
     match codec::decode_event(&bytes) {
-        Err(CodecError::Malformed(msg)) => assert!(msg.contains("run_exploded"), "{msg}"),
+        Err(CodecError::Decode(e)) => {
+            assert_eq!(e.path(), Some("data"));
+            assert!(
+                e.message().contains("unknown variant `run_exploded`"),
+                "{e}"
+            );
+            assert!(e.to_string().starts_with("field `data`: "), "{e}");
+        }
         other => panic!("unknown kind decoded as {other:?}"),
     }
 }
@@ -227,7 +234,7 @@ fn invalid_token_in_a_record_is_malformed() {
     .unwrap();
     assert!(matches!(
         codec::decode_event(&bytes),
-        Err(CodecError::Malformed(_))
+        Err(CodecError::Decode(_))
     ));
 }
 
