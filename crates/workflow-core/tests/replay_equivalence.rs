@@ -223,25 +223,42 @@ async fn interpret(
 
 /// Sends each hook of `program` its payload as soon as the hook exists.
 async fn send_payloads(store: Arc<dyn Store>, run: RunId, tag: u8, program: Vec<Instr>) {
-    let engine = Engine::builder(store).build();
+    let engine = Engine::builder(store.clone()).build();
     for (i, ins) in program.iter().enumerate() {
         if !matches!(ins, Instr::PayloadBeatsStep) {
             continue;
         }
         let token = hook_token(run, tag, i);
-        // Tried again only after a fault of the store under test.
+        let payload = format!("payload {i}");
+        // Tried again only after a fault of the store under test; a fault may
+        // lose the answer of a write that was made, so look before resending.
+        let mut tried = false;
         loop {
-            let live = engine.wait_for_hook(&token, Duration::from_secs(30)).await;
-            if live.is_ok()
-                && engine
-                    .resume_hook(&token, &format!("payload {i}"))
-                    .await
-                    .is_ok()
-            {
+            if tried && delivered(&*store, run, &payload).await {
                 break;
+            }
+            let live = engine.wait_for_hook(&token, Duration::from_secs(30)).await;
+            if live.is_ok() {
+                tried = true;
+                if engine.resume_hook(&token, &payload).await.is_ok() {
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+}
+
+/// Whether `payload` is in `run`'s log (read again while the store faults).
+async fn delivered(store: &dyn Store, run: RunId, payload: &str) -> bool {
+    loop {
+        if let Ok(log) = store.read_log(run).await {
+            return log.iter().any(|e| {
+                matches!(&e.data, EventData::HookReceived { payload: p, .. }
+                    if p.decode::<String>().is_ok_and(|p| p == payload))
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
