@@ -5,33 +5,22 @@
 //! decoder's Debug output. Also: a bad custom token and bad hook metadata are
 //! different errors.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::engine;
 
 use serde::{Deserialize, Serialize};
-use workflow_core::{
-    Context, Engine, EngineError, HookError, HookOptions, StepError, WorkflowError,
-};
+use workflow_core::{Context, EngineError, HookError, HookOptions, StepError, WorkflowError};
 use workflow_store::{CodecError, EventData, MemoryStore, RunId, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
     id: u64,
     amount_cents: u64,
-}
-
-fn engine(
-    store: MemoryStore,
-    f: impl FnOnce(workflow_core::EngineBuilder) -> workflow_core::EngineBuilder,
-) -> Engine {
-    let e = f(Engine::builder(store)
-        .poll_interval(Duration::from_millis(20))
-        .lease_ttl(Duration::from_secs(5)))
-    .build();
-    e.start_workers();
-    e
 }
 
 fn assert_plain(text: &str) {

@@ -3,9 +3,12 @@
 //! reaches a run while its steps run. Each scenario runs on MemoryStore and
 //! on SledStore.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::kinds;
 
 use bytes::Bytes;
 use futures::future::{select, Either};
@@ -96,16 +99,6 @@ fn fast(max_attempts: u32, initial_ms: u64) -> StepOptions {
             factor: 1.0,
             max: Duration::from_millis(initial_ms),
         })
-}
-
-async fn kinds(store: &dyn Store, run: RunId) -> Vec<EventKind> {
-    store
-        .read_log(run)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind())
-        .collect()
 }
 
 /// Waits (bounded) until `check` holds.

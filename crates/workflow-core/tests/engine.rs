@@ -1,9 +1,12 @@
 //! Engine behaviour on MemoryStore: steps, retries, sleep, cancel,
 //! nondeterminism, the hot cache, and bad input.
 
+mod support;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::{engine, kinds};
 
 use workflow_core::{Backoff, Context, Engine, EngineError, StepError, StepOptions, WorkflowError};
 use workflow_store::{EventData, EventKind, MemoryStore, RunId, RunStatus, Store};
@@ -16,28 +19,6 @@ fn fast(max_attempts: u32) -> StepOptions {
             factor: 2.0,
             max: Duration::from_millis(20),
         })
-}
-
-fn engine(
-    store: MemoryStore,
-    f: impl FnOnce(workflow_core::EngineBuilder) -> workflow_core::EngineBuilder,
-) -> Engine {
-    let e = f(Engine::builder(store)
-        .poll_interval(Duration::from_millis(20))
-        .lease_ttl(Duration::from_secs(5)))
-    .build();
-    e.start_workers();
-    e
-}
-
-async fn kinds(store: &MemoryStore, run: RunId) -> Vec<EventKind> {
-    store
-        .read_log(run)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind())
-        .collect()
 }
 
 async fn three_steps(ctx: Context, n: u64) -> Result<u64, WorkflowError> {

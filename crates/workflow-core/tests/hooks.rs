@@ -1,8 +1,11 @@
 //! Hooks and webhooks: delivery order, early payloads, dispose, conflicts,
 //! concurrency, response modes, replay, tokens.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
+use support::engine;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -12,18 +15,6 @@ use workflow_core::{
     WebhookOptions, WorkflowError,
 };
 use workflow_store::{EventData, EventKind, MemoryStore, RunId, RunStatus, Store};
-
-fn engine(
-    store: MemoryStore,
-    f: impl FnOnce(workflow_core::EngineBuilder) -> workflow_core::EngineBuilder,
-) -> Engine {
-    let e = f(Engine::builder(store)
-        .poll_interval(Duration::from_millis(20))
-        .lease_ttl(Duration::from_secs(5)))
-    .build();
-    e.start_workers();
-    e
-}
 
 async fn wait_for_hook(e: &Engine, token: &str) {
     e.wait_for_hook(token, Duration::from_secs(10))
