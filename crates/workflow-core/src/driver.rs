@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::warn;
 use workflow_store::{
@@ -47,6 +47,7 @@ use workflow_store::{
 use crate::context::Context;
 use crate::engine::EngineInner;
 use crate::error::{StepErrorKind, WorkflowError};
+use crate::feed::{next_change, Feed};
 use crate::registry::WorkflowFuture;
 use crate::replay::{lock, Command, RunState, SharedState, SlotKind, StepSlot, StepStatus};
 
@@ -329,7 +330,7 @@ struct Driver<'a> {
     /// Events to put in front of the next write (`run_started`).
     prefix: Vec<EventData>,
     /// The store's change feed (`None`: the store has none; poll instead).
-    feed: Option<broadcast::Receiver<Change>>,
+    feed: Feed,
     stop: watch::Receiver<bool>,
     /// Shutting down: no new attempts; suspend once none is running.
     stopping: bool,
@@ -500,7 +501,9 @@ impl Driver<'_> {
             biased;
             _ = self.stop.changed(), if !stopping => Woke::Stop,
             _ = self.inst.signal.notify.notified() => Woke::Workflow,
-            true = next_change_for(&mut self.feed, run, known) => Woke::Events,
+            () = next_change(&mut self.feed, |c| {
+                matches!(c, Change::Appended { run: r, next_seq } if *r == run && *next_seq > known)
+            }) => Woke::Events,
             _ = tokio::time::sleep_until(self.renew_at) => Woke::Renew,
             _ = tokio::time::sleep(timer) => Woke::Timer,
         };
@@ -867,29 +870,6 @@ fn record_attempt(
             }
         }
     });
-}
-
-/// Resolves `true` when the change feed reports events for `run` beyond
-/// `known` (or lagged, so some may have been missed); never resolves without
-/// a feed.
-async fn next_change_for(
-    feed: &mut Option<broadcast::Receiver<Change>>,
-    run: workflow_store::RunId,
-    known: u64,
-) -> bool {
-    let Some(rx) = feed.as_mut() else {
-        return std::future::pending().await;
-    };
-    loop {
-        match rx.recv().await {
-            Ok(Change::Appended { run: r, next_seq }) if r == run && next_seq > known => {
-                return true
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return true,
-            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
-        }
-    }
 }
 
 /// Logs the recorded events an operator wants to see.

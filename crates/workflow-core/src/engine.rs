@@ -25,6 +25,7 @@ use crate::cache::RunCache;
 use crate::context::Context;
 use crate::driver::{drive, Outcome};
 use crate::error::{EngineError, WorkflowError};
+use crate::feed::{next_change, wait_for_change};
 use crate::registry::{Registered, Registry};
 
 /// Tuning for an [`Engine`].
@@ -300,21 +301,12 @@ impl Engine {
                     message: rec.error.map(|e| e.message).unwrap_or_default(),
                 });
             }
-            match feed.as_mut() {
-                Some(rx) => {
-                    let _ = tokio::time::timeout(self.inner.settings.poll_interval, async {
-                        loop {
-                            match rx.recv().await {
-                                Ok(Change::Appended { run: r, .. }) if r == *run => return,
-                                Ok(_) => {}
-                                Err(_) => return,
-                            }
-                        }
-                    })
-                    .await;
-                }
-                None => tokio::time::sleep(self.inner.settings.poll_interval).await,
-            }
+            wait_for_change(
+                &mut feed,
+                self.inner.settings.poll_interval,
+                |c| matches!(c, Change::Appended { run: r, .. } if r == run),
+            )
+            .await;
         }
     }
 
@@ -571,7 +563,7 @@ async fn dispatch(inner: Arc<EngineInner>) {
         }
         tokio::select! {
             _ = stop.changed() => {}
-            _ = next_due_change(&mut feed) => {}
+            () = next_change(&mut feed, |c| matches!(c, Change::Due { .. })) => {}
             Some(_) = active.join_next(), if !active.is_empty() => {}
             _ = tokio::time::sleep(wait) => {}
         }
@@ -605,23 +597,6 @@ async fn wake_blocked_runs(inner: &EngineInner) {
             }
             if let Err(e) = inner.store.wake(rec.id).await {
                 warn!(run = %rec.id, error = %e, "could not retry a blocked run");
-            }
-        }
-    }
-}
-
-/// Resolves when the store reports that a run became due (or the feed lagged).
-async fn next_due_change(feed: &mut Option<tokio::sync::broadcast::Receiver<Change>>) {
-    let Some(rx) = feed.as_mut() else {
-        return std::future::pending().await;
-    };
-    loop {
-        match rx.recv().await {
-            Ok(Change::Due { .. }) => return,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                return std::future::pending().await
             }
         }
     }

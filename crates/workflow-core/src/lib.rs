@@ -21,6 +21,7 @@ pub mod context;
 mod driver;
 pub mod engine;
 mod error;
+mod feed;
 pub mod hook;
 mod registry;
 mod replay;

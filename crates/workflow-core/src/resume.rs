@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::broadcast;
 use tracing::{debug, warn};
 use workflow_store::{
     Change, EventData, HookRecord, HookToken, Payload, Resumed, StoreError, WebhookResponse,
@@ -17,6 +16,7 @@ use workflow_store::{
 
 use crate::context::Context;
 use crate::engine::Engine;
+use crate::feed::{wait_for_change, Feed};
 use crate::hook::{Hook, HookOptions};
 use crate::webhook::{http_response, WebhookRequest};
 
@@ -125,29 +125,8 @@ impl Engine {
                 });
             }
             let wait = (deadline - now).min(poll);
-            match feed.as_mut() {
-                Some(rx) => {
-                    let _ = tokio::time::timeout(wait, async {
-                        loop {
-                            match rx.recv().await {
-                                Ok(Change::Appended { .. }) => {
-                                    // Look once for a burst of appends, not once each.
-                                    while rx.try_recv().is_ok() {}
-                                    return;
-                                }
-                                Ok(_) => {}
-                                Err(broadcast::error::RecvError::Lagged(_)) => return,
-                                // No feed any more: wait out the poll interval.
-                                Err(broadcast::error::RecvError::Closed) => {
-                                    std::future::pending::<()>().await
-                                }
-                            }
-                        }
-                    })
-                    .await;
-                }
-                None => tokio::time::sleep(wait).await,
-            }
+            // A new hook is an append to its run, whichever run that is.
+            wait_for_change(&mut feed, wait, |c| matches!(c, Change::Appended { .. })).await;
         }
     }
 
@@ -217,7 +196,7 @@ impl Engine {
         resumed: &Resumed,
         request_id: &str,
         timeout: Duration,
-        mut feed: Option<tokio::sync::broadcast::Receiver<Change>>,
+        mut feed: Feed,
     ) -> http::Response<Bytes> {
         let run = resumed.run_id;
         let mut from = resumed.seq + 1;
@@ -255,21 +234,12 @@ impl Engine {
                 return empty(http::StatusCode::GATEWAY_TIMEOUT);
             }
             let wait = (deadline - now).min(poll);
-            match feed.as_mut() {
-                Some(rx) => {
-                    let _ = tokio::time::timeout(wait, async {
-                        loop {
-                            match rx.recv().await {
-                                Ok(Change::Appended { run: r, .. }) if r == run => return,
-                                Ok(_) => {}
-                                Err(_) => return,
-                            }
-                        }
-                    })
-                    .await;
-                }
-                None => tokio::time::sleep(wait).await,
-            }
+            wait_for_change(
+                &mut feed,
+                wait,
+                |c| matches!(c, Change::Appended { run: r, .. } if *r == run),
+            )
+            .await;
         }
     }
 }
