@@ -46,18 +46,11 @@ fn refused(data: &Path, args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn workflow");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("workflow {args:?} did not refuse: it is still running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = support::wait_within(
+        &mut child,
+        Duration::from_secs(20),
+        &format!("workflow {args:?} did not refuse"),
+    );
     let mut err = String::new();
     child
         .stderr

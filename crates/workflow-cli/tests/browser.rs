@@ -146,18 +146,11 @@ fn chromium(bin: &str, profile: &Path, args: &[&str], url: &str) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromium");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for chromium") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 90 s: {args:?} {url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = support::wait_within(
+        &mut child,
+        Duration::from_secs(90),
+        &format!("chromium {args:?} {url}"),
+    );
     assert!(
         status.success(),
         "chromium failed ({status}): {args:?} {url}"

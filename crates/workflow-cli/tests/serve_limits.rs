@@ -8,8 +8,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::Server;
 
@@ -63,25 +62,8 @@ fn sigterm_stops_serve_within_its_deadline_while_clients_hold_half_sent_requests
         held.push(conn);
     }
     assert!(get(&server.addr).starts_with("HTTP/1.1 200"));
-    let pid = server.child.id().to_string();
-    let start = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let mut server = server;
-    let exited = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "serve still running 30 s after SIGTERM with half-sent requests"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(exited.success(), "serve exited with {exited}");
+    // The shutdown deadline is 2 s; 30 s only tells a hang from a slow machine.
+    server.signal_and_wait("-TERM", Duration::from_secs(30));
     drop(held);
 }
 

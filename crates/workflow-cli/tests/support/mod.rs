@@ -69,22 +69,41 @@ impl Server {
     }
 
     /// Sends SIGINT and waits for a clean exit.
-    pub fn interrupt(mut self) {
+    pub fn interrupt(self) {
+        self.signal_and_wait("-INT", Duration::from_secs(20));
+    }
+
+    /// Sends `signal` (`-INT`, `-TERM`) and waits up to `within` for a clean exit.
+    pub fn signal_and_wait(mut self, signal: &str, within: Duration) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
-            .args(["-INT", &pid])
+            .args([signal, &pid])
             .status()
-            .expect("kill -INT");
+            .expect("kill");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "serve exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop after SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
+        let status = wait_within(
+            &mut self.child,
+            within,
+            &format!("serve after kill {signal}"),
+        );
+        assert!(status.success(), "serve exited with {status}");
+    }
+}
+
+/// Waits up to `within` for `child` to exit; past it, kills it and fails the
+/// test naming `what`.
+pub fn wait_within(child: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
