@@ -279,7 +279,8 @@ async fn a_cancel_reaches_the_run_while_a_step_runs(ts: TestStore) {
     let started = Arc::new(AtomicBool::new(false));
     let dropped = Arc::new(AtomicBool::new(false));
     let (s2, d2) = (started.clone(), dropped.clone());
-    let e = engine(&ts, Duration::from_secs(5), move |b| {
+    // A long lease: renewing it (every 20 s) is not what notices the cancel.
+    let e = engine(&ts, Duration::from_secs(60), move |b| {
         b.workflow("endless", move |ctx: Context, _: ()| {
             let (started, dropped) = (s2.clone(), d2.clone());
             async move {
