@@ -13,6 +13,13 @@ pub enum CliError {
         /// Why.
         message: String,
     },
+    /// The data directory is held by another process (a running server, or
+    /// another command).
+    #[error("{path} is in use by another process: stop it, or name its server with --server URL")]
+    Locked {
+        /// The directory.
+        path: String,
+    },
     /// The address could not be listened on.
     #[error("cannot listen on {addr}: {message}")]
     Listen {

@@ -141,7 +141,7 @@ impl Target {
         }
         match serve::open_store(&cli.data) {
             Ok(store) => Ok(Target::Local(Operations::new(serve::engine(store)))),
-            Err(CliError::Open { message, .. }) if message.contains("in use") => {
+            Err(CliError::Locked { .. }) => {
                 let found = address::find_server(&cli.data, address::STARTUP_WAIT).await?;
                 eprintln!(
                     "note: {} is held by a running server; talking to it at {}",

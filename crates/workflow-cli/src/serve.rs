@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use workflow_core::Engine;
 use workflow_http::dashboard::{AdminAuth, DashboardConfig};
 use workflow_http::server::ServerLimits;
-use workflow_store::SledStore;
+use workflow_store::{SledStore, StoreError};
 
 use crate::address::{self, AddressFile, ServerAddress};
 use crate::error::CliError;
@@ -50,9 +50,14 @@ pub struct ServeOptions {
 
 /// Opens the data directory as a sled store, with a message a person can act on.
 pub fn open_store(data: &std::path::Path) -> Result<SledStore, CliError> {
-    SledStore::open(data).map_err(|e| CliError::Open {
-        path: data.display().to_string(),
-        message: e.to_string(),
+    SledStore::open(data).map_err(|e| match e {
+        StoreError::Locked { .. } => CliError::Locked {
+            path: data.display().to_string(),
+        },
+        e => CliError::Open {
+            path: data.display().to_string(),
+            message: e.to_string(),
+        },
     })
 }
 

@@ -106,6 +106,18 @@ pub enum StoreError {
         /// the store does about it.
         detail: String,
     },
+    /// The store's directory or file is held by another process (or another
+    /// open store in this one): embedded stores are opened by one process at a
+    /// time. Stop the other one, or talk to it instead.
+    #[error(
+        "the data directory {} is in use by another process (or another open store): \
+         stop that one or use another directory",
+        path.display()
+    )]
+    Locked {
+        /// The directory (or database file) asked for.
+        path: std::path::PathBuf,
+    },
     /// A value could not be encoded.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -213,7 +213,7 @@
 //!
 //! sled allows one process per directory: opening a directory that is open
 //! elsewhere (in another process, or another `SledStore` in this one) is a
-//! [`StoreError::Backend`] saying the directory is in use.
+//! [`StoreError::Locked`].
 
 mod damage;
 mod group_commit;
@@ -429,7 +429,7 @@ impl fmt::Debug for SledStore {
 impl SledStore {
     /// Opens (or creates) the store in directory `path` with default options.
     ///
-    /// Fails with [`StoreError::Backend`] if the directory is in use by another
+    /// Fails with [`StoreError::Locked`] if the directory is in use by another
     /// process, with [`StoreError::Codec`] if it was written by a newer
     /// release with a layout this build does not know, and with
     /// [`StoreError::Damaged`] if sled finds its files damaged (or panics on
@@ -741,14 +741,9 @@ fn is_locked(e: &sled::Error) -> bool {
 /// Maps sled's open failure, telling a locked directory apart.
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
     if is_locked(&e) {
-        StoreError::backend(
-            format!(
-                "the data directory {} is in use by another process (or another open SledStore): \
-                 stop that one or use another directory ({e})",
-                path.display()
-            ),
-            e,
-        )
+        StoreError::Locked {
+            path: path.to_path_buf(),
+        }
     } else {
         damage::sled_error(path, "opening the sled database", None, e)
     }

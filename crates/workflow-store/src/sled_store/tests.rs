@@ -288,13 +288,11 @@ fn a_directory_in_use_is_a_typed_error() {
         started.elapsed() >= Duration::from_millis(50),
         "it waited for the lock"
     );
-    match err {
-        StoreError::Backend { message, source } => {
-            assert!(message.contains("in use"), "{message}");
-            assert!(source.is_some());
-        }
-        other => panic!("expected a backend error, got {other:?}"),
+    match &err {
+        StoreError::Locked { path } => assert_eq!(path, dir.path()),
+        other => panic!("expected a locked error, got {other:?}"),
     }
+    assert!(err.to_string().contains("in use"), "{err}");
 }
 
 #[test]
