@@ -30,8 +30,8 @@ use workflow_core::{
 };
 use workflow_store::{
     Appended, CorrelationId, CreatedRun, ErrorRecord, Event, EventData, HookRecord, HookToken,
-    HttpResponseRecord, Lease, NewRun, Payload, Resumed, RunId, RunQuery, RunRecord, RunStatus,
-    Store, StoreError, Timestamp, WebhookResponse,
+    HttpResponseRecord, Lease, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery,
+    RunRecord, RunStatus, Store, StoreError, Timestamp, WebhookResponse,
 };
 
 /// Timestamps are offsets from this time (ms since the epoch).
@@ -196,14 +196,20 @@ impl Store for FixedLog {
         Ok((run == self.record.id).then(|| self.record.clone()))
     }
 
+    async fn purge_runs(&self, _: PurgeQuery) -> Result<Purged, StoreError> {
+        Err(read_only())
+    }
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        let after_ok = query.after.is_none_or(|a| a < self.record.id);
-        let status_ok = query.status.is_none_or(|s| s == self.record.status);
-        Ok(if after_ok && status_ok && query.limit > 0 {
-            vec![self.record.clone()]
-        } else {
-            Vec::new()
-        })
+        Ok(
+            if query.is_after_cursor(self.record.id)
+                && query.matches(&self.record)
+                && query.limit > 0
+            {
+                vec![self.record.clone()]
+            } else {
+                Vec::new()
+            },
+        )
     }
 
     async fn get_hook(&self, _token: &HookToken) -> Result<Option<HookRecord>, StoreError> {

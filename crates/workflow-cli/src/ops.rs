@@ -126,30 +126,19 @@ impl Operations {
         })
     }
 
-    /// Runs, oldest first, optionally of one status; at most `limit` (the newest).
+    /// Runs, oldest first, optionally of one status; at most `limit` (the
+    /// newest), read from the store's indexes.
     pub async fn runs(
         &self,
         status: Option<RunStatus>,
         limit: usize,
     ) -> Result<Vec<RunView>, OpError> {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .engine
-                .store()
-                .list_runs(RunQuery {
-                    status,
-                    after,
-                    limit: 500,
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            all.extend(page.iter().map(RunView::from));
-        }
-        let skip = all.len().saturating_sub(limit);
-        Ok(all.split_off(skip))
+        let query = RunQuery::default()
+            .status(status)
+            .newest_first()
+            .limit(limit);
+        let page = self.engine.store().list_runs(query).await?;
+        Ok(page.iter().rev().map(RunView::from).collect())
     }
 
     /// A run's events.
@@ -171,11 +160,7 @@ impl Operations {
                 let page = self
                     .engine
                     .store()
-                    .list_runs(RunQuery {
-                        status: Some(status),
-                        after,
-                        limit: 500,
-                    })
+                    .list_runs(RunQuery::default().status(status).after(after).limit(500))
                     .await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id);

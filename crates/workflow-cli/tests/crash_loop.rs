@@ -273,11 +273,7 @@ async fn child_main(dir: PathBuf, runs: u32, requests: u32, final_phase: bool) {
     }
     loop {
         let open = store
-            .list_runs(RunQuery {
-                status: None,
-                after: None,
-                limit: runs as usize + 1,
-            })
+            .list_runs(RunQuery::default().limit(runs as usize + 1))
             .await
             .expect("child: list runs")
             .iter()
@@ -828,11 +824,7 @@ fn verify(dir: &Path, runs: u32, requests: u32, ledger: &Ledger) -> Stats {
         }
         for status in [RunStatus::Pending, RunStatus::Running, RunStatus::Blocked] {
             let open = store
-                .list_runs(RunQuery {
-                    status: Some(status),
-                    after: None,
-                    limit: 10,
-                })
+                .list_runs(RunQuery::default().status(status).limit(10))
                 .await
                 .expect("list_runs");
             assert!(open.is_empty(), "runs left {status}: {open:?}");

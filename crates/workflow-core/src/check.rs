@@ -56,11 +56,7 @@ impl Engine {
         loop {
             let page = self
                 .store()
-                .list_runs(RunQuery {
-                    status: None,
-                    after,
-                    limit: 256,
-                })
+                .list_runs(RunQuery::default().after(after).limit(256))
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(report);

@@ -577,11 +577,10 @@ async fn dispatch(inner: Arc<EngineInner>) {
 async fn wake_blocked_runs(inner: &EngineInner) {
     let mut after = None;
     loop {
-        let query = RunQuery {
-            status: Some(RunStatus::Blocked),
-            after,
-            limit: 256,
-        };
+        let query = RunQuery::default()
+            .status(RunStatus::Blocked)
+            .after(after)
+            .limit(256);
         let page = match inner.store.list_runs(query).await {
             Ok(page) => page,
             Err(e) => {

@@ -93,6 +93,14 @@ ALTER TABLE {s}.queue ADD COLUMN parked boolean NOT NULL DEFAULT false;
 ALTER TABLE {s}.queue ALTER COLUMN due DROP NOT NULL;
 "#,
     },
+    Migration {
+        version: 3,
+        description: "runs: indexes for listing by workflow (and status)",
+        sql: r#"
+CREATE INDEX runs_workflow_id ON {s}.runs (workflow, id);
+CREATE INDEX runs_workflow_status_id ON {s}.runs (workflow, status, id);
+"#,
+    },
 ];
 
 /// The newest migration this build knows.
@@ -225,7 +233,9 @@ pub(crate) struct Sql {
     pub(crate) run_lock: String,
     pub(crate) run_get: String,
     pub(crate) run_exists: String,
-    pub(crate) runs_list: [String; 4],
+    /// The schema, quoted, for statements built per call ([`Sql::runs_list`]).
+    pub(crate) schema: String,
+    pub(crate) runs_purge: String,
     pub(crate) run_insert: String,
     pub(crate) run_update: String,
     pub(crate) event_get: String,
@@ -251,40 +261,63 @@ pub(crate) struct Sql {
 }
 
 impl Sql {
+    /// The listing of `query`: its SQL, with `$1` the limit, then the status,
+    /// the workflow and the cursor as far as the query has them, in that
+    /// order. Answered from the indexes on `(status, id)`, `(workflow, id)`
+    /// and `(workflow, status, id)`.
+    pub(crate) fn runs_list(
+        &self,
+        status: bool,
+        workflow: bool,
+        after: bool,
+        newest: bool,
+    ) -> String {
+        let s = &self.schema;
+        let mut conds = Vec::new();
+        let mut n = 1;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if status {
+            conds.push(format!("status = {}", param()));
+        }
+        if workflow {
+            conds.push(format!("workflow = {}", param()));
+        }
+        if after {
+            let op = if newest { "<" } else { ">" };
+            conds.push(format!("id {op} {}", param()));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let order = if newest { "DESC" } else { "ASC" };
+        format!("SELECT {RUN_COLS} FROM {s}.runs {filter} ORDER BY id {order} LIMIT $1")
+    }
+
     /// The statements for `schema`.
     pub(crate) fn new(schema: &str) -> Sql {
         let s = format!("\"{schema}\"");
-        let list = |status: bool, after: bool| {
-            let mut conds = Vec::new();
-            let mut n = 0;
-            let mut param = || {
-                n += 1;
-                format!("${n}")
-            };
-            if status {
-                conds.push(format!("status = {}", param()));
-            }
-            if after {
-                conds.push(format!("id > {}", param()));
-            }
-            let limit = param();
-            let filter = if conds.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conds.join(" AND "))
-            };
-            format!("SELECT {RUN_COLS} FROM {s}.runs {filter} ORDER BY id LIMIT {limit}")
-        };
         Sql {
             run_lock: format!("SELECT {RUN_COLS} FROM {s}.runs WHERE id = $1 FOR UPDATE"),
             run_get: format!("SELECT {RUN_COLS} FROM {s}.runs WHERE id = $1"),
             run_exists: format!("SELECT 1 FROM {s}.runs WHERE id = $1"),
-            runs_list: [
-                list(false, false),
-                list(false, true),
-                list(true, false),
-                list(true, true),
-            ],
+            schema: s.clone(),
+            runs_purge: format!(
+                "WITH gone AS (DELETE FROM {s}.runs WHERE id = ANY($1) \
+                   AND status IN ('completed', 'failed', 'cancelled') AND updated_at < $2 \
+                   AND ($3::text IS NULL OR workflow = $3) AND ($4::text IS NULL OR status = $4) \
+                   RETURNING id), \
+                 e AS (DELETE FROM {s}.events WHERE run_id IN (SELECT id FROM gone)), \
+                 o AS (DELETE FROM {s}.ops WHERE run_id IN (SELECT id FROM gone)), \
+                 h AS (DELETE FROM {s}.hooks WHERE run_id IN (SELECT id FROM gone)), \
+                 t AS (DELETE FROM {s}.tokens WHERE run_id IN (SELECT id FROM gone)), \
+                 q AS (DELETE FROM {s}.queue WHERE run_id IN (SELECT id FROM gone)) \
+                 SELECT id FROM gone ORDER BY id"
+            ),
             run_insert: format!(
                 "INSERT INTO {s}.runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             ),

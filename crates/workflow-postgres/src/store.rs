@@ -9,12 +9,14 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::config::Host;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use workflow_store::apply::{self, Changes, Staged};
+use workflow_store::purge_candidates;
 use workflow_store::{
     Appended, Change, Clock, CorrelationId, CreatedRun, Event, EventData, EventKind, HookRecord,
-    HookToken, Lease, LeaseId, NewRun, Payload, Resumed, RunId, RunQuery, RunRecord, Store,
-    StoreError, Timestamp,
+    HookToken, Lease, LeaseId, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery,
+    RunRecord, Store, StoreError, Timestamp,
 };
 
 use crate::config::{check_schema, redact, PostgresConfig};
@@ -662,18 +664,59 @@ impl Store for PostgresStore {
 
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let sql = &self.inner.sql.runs_list;
-        let status = query.status.map(|s| s.as_str());
-        let after = query.after.map(|a| Uuid(a.as_u128()));
-        let client = self.client().await?;
-        let rows = match (status, after) {
-            (None, None) => view::query(&client, &sql[0], &[&limit]).await,
-            (None, Some(a)) => view::query(&client, &sql[1], &[&a, &limit]).await,
-            (Some(s), None) => view::query(&client, &sql[2], &[&s, &limit]).await,
-            (Some(s), Some(a)) => view::query(&client, &sql[3], &[&s, &a, &limit]).await,
+        let sql = self.inner.sql.runs_list(
+            query.status.is_some(),
+            query.workflow.is_some(),
+            query.after.is_some(),
+            query.newest_first,
+        );
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(limit)];
+        if let Some(s) = query.status {
+            params.push(Box::new(s.as_str()));
         }
-        .map_err(|e| pg::backend("listing runs", e))?;
+        if let Some(w) = query.workflow.clone() {
+            params.push(Box::new(w));
+        }
+        if let Some(a) = query.after {
+            params.push(Box::new(Uuid(a.as_u128())));
+        }
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+        let client = self.client().await?;
+        let rows = view::query(&client, &sql, &refs)
+            .await
+            .map_err(|e| pg::backend("listing runs", e))?;
         rows.iter().map(decode_run).collect()
+    }
+
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError> {
+        let (candidates, next) = purge_candidates(self, &query).await?;
+        if candidates.is_empty() {
+            return Ok(Purged {
+                runs: Vec::new(),
+                next,
+            });
+        }
+        let ids: Vec<Uuid> = candidates.iter().map(|r| Uuid(r.as_u128())).collect();
+        let cutoff = i64::try_from(query.ended_before.as_millis()).unwrap_or(i64::MAX);
+        let status = query.status.map(|s| s.as_str());
+        let client = self.client().await?;
+        // One statement, so one atomic write; each run is checked again in it.
+        let rows = view::query(
+            &client,
+            &self.inner.sql.runs_purge,
+            &[&ids, &cutoff, &query.workflow, &status],
+        )
+        .await
+        .map_err(|e| pg::backend("purging runs", e))?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row
+                .try_get(0)
+                .map_err(|e| pg::corrupt("run", "purged run id", e.to_string()))?;
+            runs.push(RunId::from_u128(id.0));
+        }
+        Ok(Purged { runs, next })
     }
 
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {

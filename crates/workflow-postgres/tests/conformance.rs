@@ -124,3 +124,13 @@ fn postgres_concurrency() {
 fn postgres_model() {
     run("postgres_model", Category::Model);
 }
+
+#[test]
+fn postgres_listing() {
+    run("postgres_listing", Category::Listing);
+}
+
+#[test]
+fn postgres_purge() {
+    run("postgres_purge", Category::Purge);
+}

@@ -197,11 +197,7 @@ fn two_engine_processes_share_the_work_and_survive_a_sigkill() {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let done = store
-                .list_runs(RunQuery {
-                    status: Some(RunStatus::Completed),
-                    after: None,
-                    limit: 1000,
-                })
+                .list_runs(RunQuery::default().status(RunStatus::Completed).limit(1000))
                 .await
                 .unwrap()
                 .len();

@@ -127,10 +127,7 @@ async fn damaged_rows_are_corrupt_and_contained() {
     assert_eq!(store.read_log(good).await.expect("log").len(), 4);
     // Listing by another status skips the damaged row's status.
     let pending = store
-        .list_runs(RunQuery {
-            status: Some(workflow_store::RunStatus::Pending),
-            ..RunQuery::default()
-        })
+        .list_runs(RunQuery::default().status(workflow_store::RunStatus::Pending))
         .await
         .expect("list pending");
     assert_eq!(pending.len(), 1);

@@ -20,12 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "./workflow-data".into());
     let store = SledStore::open(&dir)?;
 
-    let earlier = store
-        .list_runs(RunQuery {
-            limit: 1000,
-            ..RunQuery::default()
-        })
-        .await?;
+    let earlier = store.list_runs(RunQuery::default().limit(1000)).await?;
     println!("{dir}: {} run(s) from earlier invocations", earlier.len());
 
     let run = RunId::new();

@@ -18,8 +18,8 @@ use crate::error::StoreError;
 use crate::event::{Event, EventData, EventKind, Payload, Timestamp, WebhookResponse};
 use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
 use crate::record::{
-    millis, Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpKind, OpState, QueueEntry,
-    Resumed, RunRecord, RunStatus, TokenOwner,
+    millis, Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpKind, OpState, PurgeQuery,
+    QueueEntry, Resumed, RunRecord, RunStatus, TokenOwner,
 };
 
 /// Reads by key, as of the start of the write (inside the backend's transaction).
@@ -55,8 +55,23 @@ pub struct Changes {
     /// Queue changes: the entry's effective due time before (to remove its
     /// index key), and the new entry (`None` deletes it).
     pub queue: BTreeMap<RunId, (Option<Timestamp>, Option<QueueEntry>)>,
+    /// Runs to delete with everything they own ([`purge`]): the run record
+    /// and its status and workflow index rows, events `0..next_seq`, the
+    /// listed operations, the hook list. Their tokens and queue entries are
+    /// deleted through `tokens` and `queue` above.
+    pub purged: BTreeMap<RunId, PurgedRun>,
     /// Notifications to publish after the commit.
     pub notify: Vec<Change>,
+}
+
+/// A run [`purge`] deletes, with what a backend needs to find its rows.
+#[derive(Debug, Clone)]
+pub struct PurgedRun {
+    /// The run's record as it was (its status, workflow and `next_seq` name
+    /// its index rows and events).
+    pub record: RunRecord,
+    /// The correlation ids of its operations.
+    pub ops: Vec<CorrelationId>,
 }
 
 impl Changes {
@@ -68,6 +83,7 @@ impl Changes {
             && self.tokens.is_empty()
             && self.run_hooks.is_empty()
             && self.queue.is_empty()
+            && self.purged.is_empty()
     }
 }
 
@@ -94,6 +110,9 @@ impl<'a, R: ReadView + ?Sized> Staged<'a, R> {
     }
 
     fn run(&mut self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        if self.changes.purged.contains_key(&id) {
+            return Ok(None);
+        }
         if let Some((_, rec)) = self.changes.runs.get(&id) {
             return Ok(Some(rec.clone()));
         }
@@ -666,6 +685,48 @@ fn deliver(
         hook: owner.hook,
         seq,
     })
+}
+
+/// Deletes those of `runs` that `query` selects (see
+/// [`crate::Store::purge_runs`]), each checked again here, inside the write:
+/// a run that is gone or no longer matches is skipped. Returns the runs
+/// staged for deletion, in the order given.
+pub fn purge(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    runs: &[RunId],
+    query: &PurgeQuery,
+) -> Result<Vec<RunId>, StoreError> {
+    let mut purged = Vec::new();
+    for &id in runs {
+        let Some(record) = st.run(id)? else { continue };
+        if !query.matches(&record) {
+            continue;
+        }
+        let mut ops = Vec::new();
+        for seq in 0..record.next_seq {
+            let Some(event) = st.view.event(id, seq)? else {
+                continue;
+            };
+            if event.data.kind().is_creation() {
+                if let Some(c) = event.data.correlation_id() {
+                    ops.push(c.clone());
+                }
+            }
+        }
+        for hook in st.run_hooks(id)? {
+            // A released token may belong to another run by now: delete only
+            // what still points here.
+            if st.token(&hook.token)?.is_some_and(|o| o.run_id == id) {
+                st.changes.tokens.insert(hook.token, None);
+            }
+        }
+        st.delete_queue(id)?;
+        st.changes.runs.remove(&id);
+        st.changes.run_hooks.remove(&id);
+        st.changes.purged.insert(id, PurgedRun { record, ops });
+        purged.push(id);
+    }
+    Ok(purged)
 }
 
 /// Makes a run due now.

@@ -25,7 +25,8 @@ use crate::error::StoreError;
 use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{HookToken, LeaseId, RunId};
 use crate::record::{
-    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
+    RunRecord,
 };
 use crate::store::Store;
 
@@ -208,6 +209,10 @@ impl<S: Store> Store for FaultyStore<S> {
     }
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
         self.faulted("list_runs", self.inner.list_runs(query)).await
+    }
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError> {
+        self.faulted("purge_runs", self.inner.purge_runs(query))
+            .await
     }
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
         self.faulted("get_hook", self.inner.get_hook(token)).await

@@ -42,10 +42,10 @@ pub use event::{
 pub use id::{CorrelationId, HookToken, IdError, LeaseId, RunId};
 pub use memory::MemoryStore;
 pub use record::{
-    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
-    RunStatus,
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
+    RunRecord, RunStatus,
 };
-pub use store::{Store, READ_PAGE};
+pub use store::{purge_candidates, Store, READ_PAGE};
 
 #[cfg(feature = "sled")]
 pub use sled_store::{SledConfig, SledStore};

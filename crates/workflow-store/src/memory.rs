@@ -18,10 +18,11 @@ use crate::error::StoreError;
 use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
 use crate::record::{
-    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpState, QueueEntry, Resumed,
-    RunQuery, RunRecord, TokenOwner,
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpState, PurgeQuery, Purged,
+    QueueEntry, Resumed, RunQuery, RunRecord, TokenOwner,
 };
-use crate::store::Store;
+use crate::store::{purge_candidates, Store};
+use std::ops::Bound::{Excluded, Unbounded};
 
 /// Capacity of the change feed; a receiver that falls further behind polls.
 pub(crate) const CHANGE_FEED_CAPACITY: usize = 4096;
@@ -60,6 +61,10 @@ struct State {
     run_hooks: HashMap<RunId, Vec<HookRecord>>,
     queue: HashMap<RunId, QueueEntry>,
     due: BTreeSet<(Timestamp, RunId)>,
+    /// Run ids by status code.
+    by_status: [BTreeSet<RunId>; 6],
+    /// Run ids by workflow.
+    by_workflow: HashMap<String, BTreeSet<RunId>>,
 }
 
 impl ReadView for State {
@@ -89,8 +94,36 @@ impl ReadView for State {
 
 impl State {
     fn commit(&mut self, changes: &mut Changes) {
-        for (id, (_, rec)) in std::mem::take(&mut changes.runs) {
+        for (id, (before, rec)) in std::mem::take(&mut changes.runs) {
+            match before {
+                Some(b) => {
+                    self.by_status[usize::from(b.code())].remove(&id);
+                }
+                None => {
+                    self.by_workflow
+                        .entry(rec.workflow.clone())
+                        .or_default()
+                        .insert(id);
+                }
+            }
+            self.by_status[usize::from(rec.status.code())].insert(id);
             self.runs.insert(id, rec);
+        }
+        for (id, purged) in std::mem::take(&mut changes.purged) {
+            let rec = purged.record;
+            self.runs.remove(&id);
+            self.by_status[usize::from(rec.status.code())].remove(&id);
+            if let Some(ids) = self.by_workflow.get_mut(&rec.workflow) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_workflow.remove(&rec.workflow);
+                }
+            }
+            self.events.remove(&id);
+            for op in purged.ops {
+                self.ops.remove(&(id, op));
+            }
+            self.run_hooks.remove(&id);
         }
         for (run, event) in std::mem::take(&mut changes.events) {
             self.events.entry(run).or_default().push(event);
@@ -216,18 +249,38 @@ impl Store for MemoryStore {
 
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
         let state = self.lock();
-        let start = match query.after {
-            Some(after) => std::ops::Bound::Excluded(after),
-            None => std::ops::Bound::Unbounded,
+        let ids: Box<dyn Iterator<Item = &RunId>> = match (&query.workflow, query.status) {
+            (Some(w), _) => match state.by_workflow.get(w) {
+                Some(ids) => range(ids, &query),
+                None => Box::new(std::iter::empty()),
+            },
+            (None, Some(s)) => range(&state.by_status[usize::from(s.code())], &query),
+            (None, None) => {
+                let keys: std::collections::btree_map::Range<'_, RunId, RunRecord> =
+                    match (query.newest_first, query.after) {
+                        (false, Some(c)) => state.runs.range((Excluded(c), Unbounded)),
+                        (true, Some(c)) => state.runs.range(..c),
+                        (_, None) => state.runs.range(..),
+                    };
+                if query.newest_first {
+                    Box::new(keys.rev().map(|(id, _)| id))
+                } else {
+                    Box::new(keys.map(|(id, _)| id))
+                }
+            }
         };
-        Ok(state
-            .runs
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, r)| r)
-            .filter(|r| query.status.is_none_or(|s| r.status == s))
+        Ok(ids
+            .filter_map(|id| state.runs.get(id))
+            .filter(|r| query.matches(r))
             .take(query.limit)
             .cloned()
             .collect())
+    }
+
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError> {
+        let (candidates, next) = purge_candidates(self, &query).await?;
+        let runs = self.write(|st| apply::purge(st, &candidates, &query))?;
+        Ok(Purged { runs, next })
     }
 
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
@@ -308,5 +361,22 @@ impl Store for MemoryStore {
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         Some(self.inner.changes.subscribe())
+    }
+}
+
+/// The ids of `set` after the query's cursor, in the query's order.
+fn range<'a>(
+    set: &'a BTreeSet<RunId>,
+    query: &RunQuery,
+) -> Box<dyn Iterator<Item = &'a RunId> + 'a> {
+    let r = match (query.newest_first, query.after) {
+        (false, Some(c)) => set.range((Excluded(c), Unbounded)),
+        (true, Some(c)) => set.range(..c),
+        (_, None) => set.range(..),
+    };
+    if query.newest_first {
+        Box::new(r.rev())
+    } else {
+        Box::new(r)
     }
 }

@@ -160,14 +160,35 @@ pub struct Resumed {
     pub seq: u64,
 }
 
-/// Which runs [`crate::Store::list_runs`] returns: ordered by id (oldest first),
-/// starting after `after`, at most `limit`.
+/// Which runs [`crate::Store::list_runs`] returns, answered from the store's
+/// indexes: runs of one status and/or one workflow, in id order (oldest
+/// first, or newest first), after a cursor, at most `limit`.
+///
+/// Run ids are ULIDs, so id order is creation order. To page, pass the last
+/// id of one page as the next page's `after`:
+///
+/// ```
+/// use workflow_store::{RunQuery, RunStatus};
+///
+/// let newest_failed = RunQuery::default()
+///     .status(RunStatus::Failed)
+///     .workflow("approve_order")
+///     .newest_first()
+///     .limit(20);
+/// assert!(newest_failed.newest_first);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunQuery {
     /// Only runs with this status.
     pub status: Option<RunStatus>,
-    /// Only runs whose id is greater (the last id of the previous page).
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs after this id in the listing's order (the last id of the
+    /// previous page): greater ids oldest first, smaller ids newest first.
     pub after: Option<RunId>,
+    /// List the newest runs first.
+    pub newest_first: bool,
     /// Page size.
     pub limit: usize,
 }
@@ -176,10 +197,146 @@ impl Default for RunQuery {
     fn default() -> Self {
         RunQuery {
             status: None,
+            workflow: None,
             after: None,
+            newest_first: false,
             limit: 100,
         }
     }
+}
+
+impl RunQuery {
+    /// Only runs with `status` (`None`: any status).
+    pub fn status(mut self, status: impl Into<Option<RunStatus>>) -> Self {
+        self.status = status.into();
+        self
+    }
+
+    /// Only runs of `workflow`.
+    pub fn workflow(mut self, workflow: impl Into<String>) -> Self {
+        self.workflow = Some(workflow.into());
+        self
+    }
+
+    /// Only runs after `cursor` in the listing's order (`None`: from the
+    /// first).
+    pub fn after(mut self, cursor: impl Into<Option<RunId>>) -> Self {
+        self.after = cursor.into();
+        self
+    }
+
+    /// Newest first.
+    pub fn newest_first(mut self) -> Self {
+        self.newest_first = true;
+        self
+    }
+
+    /// At most `limit` runs.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether `run` is one of the runs this query selects, cursor aside.
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        self.status.is_none_or(|s| run.status == s)
+            && self.workflow.as_deref().is_none_or(|w| run.workflow == w)
+    }
+
+    /// Whether `id` lies after the cursor in the listing's order.
+    pub fn is_after_cursor(&self, id: RunId) -> bool {
+        match self.after {
+            None => true,
+            Some(c) if self.newest_first => id < c,
+            Some(c) => id > c,
+        }
+    }
+}
+
+/// Which runs [`crate::Store::purge_runs`] deletes: ended runs (completed,
+/// failed or cancelled) whose last event is older than `ended_before`,
+/// optionally of one workflow and one final status.
+///
+/// Runs that have not ended are never purged, whatever the query says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeQuery {
+    /// Purge runs that ended before this time.
+    pub ended_before: Timestamp,
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs with this final status; a status that is not final matches
+    /// no run.
+    pub status: Option<RunStatus>,
+    /// Only runs after this id (id order): the `next` cursor of the previous
+    /// call's [`Purged`].
+    pub after: Option<RunId>,
+    /// At most this many runs are looked at in one call (one write).
+    pub limit: usize,
+}
+
+impl PurgeQuery {
+    /// Runs that ended before `ended_before`, any workflow and final status,
+    /// at most 256 looked at per call.
+    pub fn ended_before(ended_before: Timestamp) -> Self {
+        PurgeQuery {
+            ended_before,
+            workflow: None,
+            status: None,
+            after: None,
+            limit: 256,
+        }
+    }
+
+    /// Only runs of `workflow`.
+    pub fn workflow(mut self, workflow: impl Into<String>) -> Self {
+        self.workflow = Some(workflow.into());
+        self
+    }
+
+    /// Only runs with this final status.
+    pub fn status(mut self, status: RunStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Continue after `cursor`.
+    pub fn after(mut self, cursor: RunId) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// Look at most at `limit` runs per call.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether `run` is to be purged (cursor aside).
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        run.status.is_terminal()
+            && run.updated_at < self.ended_before
+            && self.status.is_none_or(|s| run.status == s)
+            && self.workflow.as_deref().is_none_or(|w| run.workflow == w)
+    }
+
+    /// The final statuses this query looks at, in code order.
+    pub fn statuses(&self) -> Vec<RunStatus> {
+        RunStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal() && self.status.is_none_or(|q| q == *s))
+            .collect()
+    }
+}
+
+/// Result of [`crate::Store::purge_runs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// The runs deleted, in id order.
+    pub runs: Vec<RunId>,
+    /// Where to continue (pass it as [`PurgeQuery::after`]), or `None` when
+    /// every matching run up to now has been looked at.
+    pub next: Option<RunId>,
 }
 
 /// The right to drive one run until `expires_at`: one holder at a time.

@@ -242,9 +242,10 @@ use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{HookToken, LeaseId, RunId};
 use crate::memory::CHANGE_FEED_CAPACITY;
 use crate::record::{
-    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
+    RunRecord,
 };
-use crate::store::Store;
+use crate::store::{purge_candidates, Store};
 
 /// Default for [`SledConfig::cache_capacity`]: 256 MiB.
 const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
@@ -675,8 +676,9 @@ fn open_sled(
         queue: tree(layout::QUEUE)?,
         due: tree(layout::DUE)?,
         status: tree(layout::STATUS)?,
+        workflows: tree(layout::WORKFLOWS)?,
     };
-    check_layout(&db, &tree(layout::META)?, path)?;
+    check_layout(&db, &tree(layout::META)?, &trees, path)?;
     Ok((db, trees))
 }
 
@@ -750,7 +752,12 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
 }
 
 /// Refuses a layout newer than this build's; stamps a new database with ours.
-fn check_layout(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+fn check_layout(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    trees: &Trees,
+    path: &Path,
+) -> Result<(), StoreError> {
     let backend = |e| {
         damage::sled_error(
             path,
@@ -784,6 +791,34 @@ fn check_layout(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), Sto
             found: u8::try_from(found).unwrap_or(u8::MAX),
             supported: layout::LAYOUT_VERSION,
         }));
+    }
+    if found < 2 {
+        // Layout 1 had no workflow index: build it from the run records, then
+        // stamp the new layout (a crash before the stamp builds it again).
+        let runs_failed = |e| {
+            damage::sled_error(
+                path,
+                "building the workflow index",
+                Some(&"tree \"runs\""),
+                e,
+            )
+        };
+        for item in trees.runs.iter() {
+            let (key, value) = item.map_err(runs_failed)?;
+            let rec: RunRecord = layout::decode(&value, "run", || layout::hex(&key))?;
+            for status in [None, Some(rec.status)] {
+                trees
+                    .workflows
+                    .insert(layout::workflow_key(&rec.workflow, status, rec.id), &[][..])
+                    .map_err(runs_failed)?;
+            }
+        }
+        meta.insert(
+            layout::LAYOUT_VERSION_KEY,
+            codec::encode_record(&layout::LAYOUT_VERSION)?,
+        )
+        .map_err(backend)?;
+        db.flush().map_err(backend)?;
     }
     Ok(())
 }
@@ -913,6 +948,20 @@ impl Store for SledStore {
             move |inner, _| inner.list_runs(&query),
         )
         .await
+    }
+
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError> {
+        let (candidates, next) = purge_candidates(self, &query).await?;
+        if candidates.is_empty() {
+            return Ok(Purged {
+                runs: Vec::new(),
+                next,
+            });
+        }
+        let runs = self
+            .write(move |st| apply::purge(st, &candidates, &query))
+            .await?;
+        Ok(Purged { runs, next })
     }
 
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {

@@ -15,7 +15,8 @@ use crate::error::StoreError;
 use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{HookToken, LeaseId, RunId};
 use crate::record::{
-    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, Resumed, RunQuery, RunRecord,
+    Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
+    RunRecord,
 };
 
 /// How many events [`Store::read_log`] asks for per page.
@@ -80,8 +81,21 @@ pub trait Store: Send + Sync + 'static {
     /// A run's projection, or `None` if there is no such run.
     async fn get_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError>;
 
-    /// Runs in id order (oldest first), filtered and paged by `query`.
+    /// Runs in id order (oldest first, or newest first), filtered by status
+    /// and workflow and paged by `query`, answered from indexes: the cost is
+    /// the page, not the number of runs stored.
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Deletes ended runs that `query` selects, with everything they own:
+    /// events, operations, hooks and tokens, queue entries and index rows.
+    /// Runs that have not ended are never touched.
+    ///
+    /// One call looks at up to `query.limit` candidate runs (in id order,
+    /// after `query.after`) and deletes those that match in one atomic write;
+    /// [`Purged::next`] says where to continue. Purging is idempotent and
+    /// safe while engines run: each run is checked again inside the write.
+    /// [`purge_candidates`] is the selection every backend in this crate uses.
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError>;
 
     /// The live hook holding `token`, if any.
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError>;
@@ -191,6 +205,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
         (**self).list_runs(query).await
     }
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError> {
+        (**self).purge_runs(query).await
+    }
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
         (**self).get_hook(token).await
     }
@@ -232,4 +249,50 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         (**self).subscribe()
     }
+}
+
+/// The candidates of one [`Store::purge_runs`] call, from the store's own
+/// [`Store::list_runs`] (so from its status and workflow indexes): the first
+/// `query.limit` ended runs after `query.after` in id order, of the final
+/// statuses and workflow asked for, and the cursor to continue from.
+///
+/// The candidates still have to be checked against the query inside the
+/// write that deletes them ([`crate::apply::purge`]).
+pub async fn purge_candidates<S: Store + ?Sized>(
+    store: &S,
+    query: &PurgeQuery,
+) -> Result<(Vec<RunId>, Option<RunId>), StoreError> {
+    let limit = query.limit.max(1);
+    let mut listed = Vec::new();
+    // The smallest last id of a status whose page was full: beyond it that
+    // status may have more runs, so this call stops there.
+    let mut bound: Option<RunId> = None;
+    for status in query.statuses() {
+        let mut q = RunQuery::default().status(status).limit(limit);
+        q.workflow.clone_from(&query.workflow);
+        q.after = query.after;
+        let page = store.list_runs(q).await?;
+        if page.len() >= limit {
+            if let Some(last) = page.last() {
+                bound = Some(bound.map_or(last.id, |b| b.min(last.id)));
+            }
+        }
+        listed.extend(page);
+    }
+    // Every run up to the bound has been listed; of those, look at the first
+    // `limit`, and continue after the last one looked at.
+    listed.retain(|r| bound.is_none_or(|b| r.id <= b));
+    listed.sort_unstable_by_key(|r| r.id);
+    listed.dedup_by_key(|r| r.id);
+    let mut next = bound;
+    if listed.len() > limit {
+        listed.truncate(limit);
+        next = listed.last().map(|r| r.id);
+    }
+    let ids = listed
+        .into_iter()
+        .filter(|r| query.matches(r))
+        .map(|r| r.id)
+        .collect();
+    Ok((ids, next))
 }

@@ -13,8 +13,8 @@ use tokio::sync::broadcast;
 use workflow_store::conformance::{run_category, Backend, Category};
 use workflow_store::{
     Appended, Change, Clock, CreatedRun, Event, EventData, HookRecord, HookToken, Lease, LeaseId,
-    MemoryStore, NewRun, Payload, Resumed, RunId, RunQuery, RunRecord, Store, StoreError,
-    Timestamp,
+    MemoryStore, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery, RunRecord, Store,
+    StoreError, Timestamp,
 };
 
 /// How a [`Broken`] store misbehaves.
@@ -36,6 +36,14 @@ enum Fault {
     RespondToAnyHook,
     /// Releasing the lease of a run that ended is refused as `LeaseLost`.
     StrictReleaseAfterEnd,
+    /// `list_runs` ignores the workflow filter.
+    ListIgnoresWorkflow,
+    /// `list_runs` lists oldest first whatever the query says.
+    ListIgnoresOrder,
+    /// `purge_runs` ignores the cut-off.
+    PurgeIgnoresCutoff,
+    /// `purge_runs` reports the runs it selected without deleting them.
+    PurgeReportsOnly,
 }
 
 #[derive(Clone)]
@@ -144,7 +152,27 @@ impl Store for Broken {
         self.inner.get_run(run).await
     }
     async fn list_runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let mut query = query;
+        match self.fault {
+            Fault::ListIgnoresWorkflow => query.workflow = None,
+            Fault::ListIgnoresOrder => query.newest_first = false,
+            _ => {}
+        }
         self.inner.list_runs(query).await
+    }
+    async fn purge_runs(&self, query: PurgeQuery) -> Result<Purged, StoreError> {
+        match self.fault {
+            Fault::PurgeIgnoresCutoff => {
+                let mut query = query;
+                query.ended_before = Timestamp(u64::MAX);
+                self.inner.purge_runs(query).await
+            }
+            Fault::PurgeReportsOnly => {
+                let (runs, next) = workflow_store::purge_candidates(self, &query).await?;
+                Ok(Purged { runs, next })
+            }
+            _ => self.inner.purge_runs(query).await,
+        }
     }
     async fn get_hook(&self, token: &HookToken) -> Result<Option<HookRecord>, StoreError> {
         if self.dropped(token) {
@@ -372,4 +400,31 @@ fn a_correct_store_passes_the_same_categories() {
     ] {
         run_category(&Plain, c);
     }
+}
+
+#[test]
+fn listing_without_the_workflow_filter_fails_listing() {
+    let msg = failure_of(Fault::ListIgnoresWorkflow, Category::Listing);
+    assert!(msg.contains("listing: status"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn listing_in_one_order_only_fails_listing() {
+    let msg = failure_of(Fault::ListIgnoresOrder, Category::Listing);
+    assert!(
+        msg.contains("newest first true"),
+        "unexpected failure: {msg}"
+    );
+}
+
+#[test]
+fn purging_past_the_cutoff_fails_purge() {
+    let msg = failure_of(Fault::PurgeIgnoresCutoff, Category::Purge);
+    assert!(msg.contains("purge:"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn a_purge_that_deletes_nothing_fails_purge() {
+    let msg = failure_of(Fault::PurgeReportsOnly, Category::Purge);
+    assert!(msg.contains("purge:"), "unexpected failure: {msg}");
 }

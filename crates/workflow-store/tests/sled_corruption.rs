@@ -475,11 +475,7 @@ fn trial(flip: &Flip, base: &Path, written: &[(RunId, Vec<Event>)]) -> Outcome {
         let mut after = None;
         let listing = loop {
             match store
-                .list_runs(RunQuery {
-                    status: None,
-                    after,
-                    limit: 50,
-                })
+                .list_runs(RunQuery::default().after(after).limit(50))
                 .await
             {
                 Ok(page) => {

@@ -184,11 +184,7 @@ async fn child_main(dir: PathBuf) {
     let mut after = None;
     loop {
         let page = store
-            .list_runs(RunQuery {
-                status: None,
-                after,
-                limit: 500,
-            })
+            .list_runs(RunQuery::default().after(after).limit(500))
             .await
             .expect("child: list runs");
         after = page.last().map(|r| r.id);
@@ -658,11 +654,11 @@ fn verify(dir: &Path, acked: &BTreeMap<(RunId, u64), Acked>) -> Stats {
         let mut runs: Vec<RunRecord> = Vec::new();
         loop {
             let page = store
-                .list_runs(RunQuery {
-                    status: None,
-                    after: runs.last().map(|r| r.id),
-                    limit: 1000,
-                })
+                .list_runs(
+                    RunQuery::default()
+                        .after(runs.last().map(|r| r.id))
+                        .limit(1000),
+                )
                 .await
                 .expect("list_runs");
             let done = page.len() < 1000;

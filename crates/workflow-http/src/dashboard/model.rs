@@ -1,9 +1,9 @@
-//! What the dashboard shows, read from the store: pages of runs (newest first
-//! over the store's id-ordered listing) and a run's detail (timeline, steps,
+//! What the dashboard shows, read from the store: pages of runs (newest first,
+//! from the store's indexes) and a run's detail (timeline, steps,
 //! live hooks, pending timers), with tokens masked as configured. The JSON API
 //! and the HTML pages both render these views.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
 use workflow_core::Engine;
@@ -15,10 +15,6 @@ use workflow_store::{
 use super::convert::{relative, time_text, Scrubber};
 use super::views::{event_data, HookView, RunView};
 
-/// Runs per call when the dashboard scans the store's listing.
-const SCAN_PAGE: usize = 256;
-/// The first time window searched for the newest runs; it grows fourfold.
-const FIRST_WINDOW_MS: u64 = 60_000;
 /// Default page size of the runs list.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
 /// Largest page size of the runs list.
@@ -34,13 +30,6 @@ pub(crate) struct ListQuery {
     /// Runs older than this id (the page just older than a cursor).
     pub before: Option<RunId>,
     pub limit: usize,
-}
-
-impl ListQuery {
-    fn matches(&self, r: &RunRecord) -> bool {
-        self.status.is_none_or(|s| r.status == s)
-            && self.workflow.as_deref().is_none_or(|w| r.workflow == w)
-    }
 }
 
 /// One run as listed.
@@ -64,80 +53,29 @@ pub(crate) struct RunsPage {
     pub query: ListQuery,
 }
 
-/// The ULID time (milliseconds) of a run id.
-fn id_millis(id: RunId) -> u64 {
-    u64::try_from(id.as_u128() >> 80).unwrap_or(u64::MAX)
+impl ListQuery {
+    /// The store query for up to `n` runs after `cursor`, in `newest_first`
+    /// order or oldest first.
+    fn store_query(&self, cursor: Option<RunId>, newest_first: bool, n: usize) -> RunQuery {
+        let mut q = RunQuery::default()
+            .status(self.status)
+            .after(cursor)
+            .limit(n);
+        q.workflow.clone_from(&self.workflow);
+        q.newest_first = newest_first;
+        q
+    }
 }
 
 /// Up to `n` runs matching `q` with ids below `before` (all, without it),
-/// newest first.
-///
-/// The store lists oldest first from a lower bound, so this searches back in
-/// time: run ids are ULIDs, ordered by their creation time, so it lists the
-/// runs of the last minute before `before`, then of the last 4 minutes, 16, …
-/// until it has `n` or has listed from the very first id. Each try costs the
-/// runs in its window, so a page costs about the runs created since the
-/// page's oldest one (times 4/3), not the whole history. Ids that are not
-/// time-based are found too, by the last try at the latest.
+/// newest first, from the store's indexes.
 async fn newest_before(
     store: &dyn Store,
     q: &ListQuery,
     before: Option<RunId>,
     n: usize,
-    now: Timestamp,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let top = before.map_or(now.as_millis(), id_millis);
-    let mut span = FIRST_WINDOW_MS;
-    loop {
-        let from = top.saturating_sub(span);
-        // Ids greater than this are the ids of `from` ms or later.
-        let lower = (from > 0).then(|| RunId::from_u128((u128::from(from) << 80) - 1));
-        let found = scan(store, q, lower, before, n).await?;
-        if found.len() >= n || lower.is_none() {
-            return Ok(found.into_iter().rev().collect());
-        }
-        span = span.saturating_mul(4);
-    }
-}
-
-/// The last `n` runs matching `q` with ids above `lower` and below `upper`,
-/// oldest first.
-async fn scan(
-    store: &dyn Store,
-    q: &ListQuery,
-    lower: Option<RunId>,
-    upper: Option<RunId>,
-    n: usize,
-) -> Result<VecDeque<RunRecord>, StoreError> {
-    let mut kept = VecDeque::with_capacity(n.min(SCAN_PAGE) + 1);
-    let mut after = lower;
-    loop {
-        let page = store
-            .list_runs(RunQuery {
-                status: q.status,
-                after,
-                limit: SCAN_PAGE,
-            })
-            .await?;
-        if page.is_empty() {
-            return Ok(kept);
-        }
-        for r in page {
-            if upper.is_some_and(|u| r.id >= u) {
-                return Ok(kept);
-            }
-            after = Some(r.id);
-            if q.matches(&r) {
-                kept.push_back(r);
-                if kept.len() > n {
-                    kept.pop_front();
-                }
-            }
-        }
-    }
+    store.list_runs(q.store_query(before, true, n)).await
 }
 
 /// Up to `n` runs matching `q` with ids above `after`, oldest first.
@@ -147,30 +85,7 @@ async fn oldest_after(
     after: Option<RunId>,
     n: usize,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    let mut out = Vec::new();
-    let mut after = after;
-    while out.len() < n {
-        let page = store
-            .list_runs(RunQuery {
-                status: q.status,
-                after,
-                limit: SCAN_PAGE,
-            })
-            .await?;
-        if page.is_empty() {
-            break;
-        }
-        for r in page {
-            after = Some(r.id);
-            if q.matches(&r) {
-                out.push(r);
-                if out.len() == n {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(out)
+    store.list_runs(q.store_query(after, false, n)).await
 }
 
 /// The page of runs `q` asks for, newest first.
@@ -180,7 +95,6 @@ pub(crate) async fn runs_page(
     show_tokens: bool,
 ) -> Result<RunsPage, StoreError> {
     let store = engine.store().as_ref();
-    let now = store.now();
     let limit = q.limit;
     let (records, newer, older) = if let Some(after) = q.after {
         let mut v = oldest_after(store, &q, Some(after), limit + 1).await?;
@@ -193,14 +107,14 @@ pub(crate) async fn runs_page(
         v.reverse();
         let older = match v.last() {
             Some(oldest) => {
-                let more = newest_before(store, &q, Some(oldest.id), 1, now).await?;
+                let more = newest_before(store, &q, Some(oldest.id), 1).await?;
                 (!more.is_empty()).then_some(oldest.id)
             }
             None => None,
         };
         (v, newer, older)
     } else {
-        let mut v = newest_before(store, &q, q.before, limit + 1, now).await?;
+        let mut v = newest_before(store, &q, q.before, limit + 1).await?;
         let older = if v.len() > limit {
             v.truncate(limit);
             v.last().map(|r| r.id)

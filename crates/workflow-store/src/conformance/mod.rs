@@ -36,9 +36,11 @@ pub mod durability;
 pub mod hooks;
 pub mod idempotency;
 pub mod leases;
+pub mod listing;
 pub mod model;
 pub mod notification;
 pub mod ordering;
+pub mod purge;
 pub mod queue;
 pub mod terminal;
 
@@ -98,11 +100,15 @@ pub enum Category {
     Concurrency,
     /// Random operation sequences agree with a reference model (proptest).
     Model,
+    /// [`listing`]: list runs by status, workflow and cursor, both orders.
+    Listing,
+    /// [`purge`]: retention deletes ended runs and nothing else.
+    Purge,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 12] = [
+    pub const ALL: [Category; 14] = [
         Category::Atomicity,
         Category::Ordering,
         Category::Idempotency,
@@ -115,6 +121,8 @@ impl Category {
         Category::Durability,
         Category::Concurrency,
         Category::Model,
+        Category::Listing,
+        Category::Purge,
     ];
 }
 
@@ -138,6 +146,8 @@ pub fn run_category<B: Backend>(backend: &B, category: Category) {
         Category::Durability => rt.block_on(durability::run(backend)),
         Category::Concurrency => rt.block_on(concurrency::run(backend)),
         Category::Model => model::run(&rt, backend),
+        Category::Listing => rt.block_on(listing::run(backend)),
+        Category::Purge => rt.block_on(purge::run(backend)),
     }
 }
 
@@ -165,7 +175,8 @@ macro_rules! conformance_tests {
             $crate::conformance_tests!(@test $backend; atomicity Atomicity, ordering Ordering,
                 idempotency Idempotency, hooks Hooks, terminal Terminal, leases Leases,
                 queue Queue, notification Notification, corruption Corruption,
-                durability Durability, concurrency Concurrency, model Model);
+                durability Durability, concurrency Concurrency, model Model,
+                listing Listing, purge Purge);
         }
     };
     (@test $backend:expr; $($test:ident $cat:ident),*) => {

@@ -654,11 +654,12 @@ impl<S: Store> Harness<'_, S> {
                 let after = after.map(|a| self.ids[usize::from(a)]);
                 let got: Vec<RunId> = self
                     .store
-                    .list_runs(RunQuery {
-                        status,
-                        after,
-                        limit: usize::from(*limit),
-                    })
+                    .list_runs(
+                        RunQuery::default()
+                            .status(status)
+                            .after(after)
+                            .limit(usize::from(*limit)),
+                    )
                     .await
                     .map_err(fail)?
                     .into_iter()

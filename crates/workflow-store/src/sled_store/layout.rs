@@ -28,6 +28,10 @@ pub(crate) const QUEUE: &str = "queue";
 pub(crate) const DUE: &str = "due";
 /// Index of runs by status: `status code ++ run_id` -> empty.
 pub(crate) const STATUS: &str = "status";
+/// Index of runs by workflow, two key families: `0 ++ name ++ run_id` and
+/// `1 ++ name ++ status code ++ run_id` -> empty, where `name` is the
+/// workflow name's length (2 bytes) and bytes.
+pub(crate) const WORKFLOWS: &str = "workflows";
 /// Tree of store-wide metadata (the layout version).
 pub(crate) const META: &str = "meta";
 
@@ -37,7 +41,10 @@ pub(crate) const LAYOUT_VERSION_KEY: &[u8] = b"layout_version";
 /// The layout (tree names and key encodings) this build writes and reads.
 /// Raised when keys or trees change; a store written with a newer layout is
 /// refused rather than misread.
-pub(crate) const LAYOUT_VERSION: u8 = 1;
+///
+/// 1: the first layout. 2: adds [`WORKFLOWS`] (built from the run records
+/// when a layout-1 store is opened).
+pub(crate) const LAYOUT_VERSION: u8 = 2;
 
 /// Length of a due-index key.
 pub(crate) const DUE_KEY_LEN: usize = 8 + 16;
@@ -96,16 +103,45 @@ pub(crate) fn status_key(status: RunStatus, run: RunId) -> [u8; 17] {
     key
 }
 
-/// The run id of a [`STATUS`] index key.
-pub(crate) fn parse_status_key(key: &[u8]) -> Result<RunId, StoreError> {
+/// `name` as stored in a [`WORKFLOWS`] key: its length, then its bytes.
+fn put_name(key: &mut Vec<u8>, name: &str) {
+    // Workflow names are short; a longer one is cut for the key (the run
+    // record still has it whole, and listings check the record).
+    let bytes = &name.as_bytes()[..name.len().min(usize::from(u16::MAX))];
+    key.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
+    key.extend_from_slice(bytes);
+}
+
+/// Prefix of the [`WORKFLOWS`] keys of a workflow's runs, optionally of one status.
+pub(crate) fn workflow_prefix(name: &str, status: Option<RunStatus>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + name.len() + 17);
+    key.push(u8::from(status.is_some()));
+    put_name(&mut key, name);
+    if let Some(s) = status {
+        key.push(s.code());
+    }
+    key
+}
+
+/// Key of a run in [`WORKFLOWS`] (`status: None`: the workflow-only family).
+pub(crate) fn workflow_key(name: &str, status: Option<RunStatus>, run: RunId) -> Vec<u8> {
+    let mut key = workflow_prefix(name, status);
+    key.extend_from_slice(&run.to_bytes());
+    key
+}
+
+/// The run id at the end of an index key (its last 16 bytes).
+pub(crate) fn trailing_run_id(key: &[u8], what: &'static str) -> Result<RunId, StoreError> {
     let run: [u8; 16] = key
-        .get(1..)
+        .len()
+        .checked_sub(16)
+        .and_then(|start| key.get(start..))
         .and_then(|r| r.try_into().ok())
         .ok_or_else(|| StoreError::Corrupt {
-            what: "status index key",
+            what,
             key: hex(key),
             source: CodecError::Malformed(format!(
-                "a status-index key is 17 bytes, found {}",
+                "an index key ends with a 16-byte run id, found {} bytes",
                 key.len()
             )),
         })?;
@@ -176,9 +212,15 @@ mod tests {
             (Timestamp(42), run)
         );
         assert_eq!(
-            parse_status_key(&status_key(RunStatus::Failed, run)).unwrap(),
+            trailing_run_id(&status_key(RunStatus::Failed, run), "status key").unwrap(),
             run
         );
+        assert_eq!(
+            trailing_run_id(&workflow_key("w", Some(RunStatus::Failed), run), "key").unwrap(),
+            run
+        );
+        assert!(workflow_key("ab", None, run) < workflow_key("ab", Some(RunStatus::Pending), run));
+        assert!(trailing_run_id(b"short", "key").is_err());
         assert_eq!(parse_event_seq(&event_key(run, 7)), Some(7));
         assert!(matches!(
             parse_due_key(b"short"),

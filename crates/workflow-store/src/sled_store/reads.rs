@@ -122,36 +122,54 @@ impl Inner {
         if query.limit == 0 {
             return Ok(out);
         }
-        let Some(status) = query.status else {
-            let start = match query.after {
-                Some(after) => Bound::Excluded(layout::run_key(after)),
-                None => Bound::Unbounded,
+        // The index that answers the query, as a key prefix in a tree: run ids
+        // follow the prefix, so the cursor is the prefix plus an id.
+        let (tree, name, prefix): (&sled::Tree, &'static str, Vec<u8>) =
+            match (&query.workflow, query.status) {
+                (Some(w), status) => (
+                    &self.trees.workflows,
+                    layout::WORKFLOWS,
+                    layout::workflow_prefix(w, status),
+                ),
+                (None, Some(status)) => (&self.trees.status, layout::STATUS, vec![status.code()]),
+                (None, None) => (&self.trees.runs, layout::RUNS, Vec::new()),
             };
-            for item in self.trees.runs.range((start, Bound::Unbounded)) {
-                let (key, value) = item.map_err(self.read_failed(layout::RUNS, String::new))?;
-                out.push(decode(&value, "run", || layout::hex(&key))?);
+        let key = |id: RunId| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&id.to_bytes());
+            k
+        };
+        let lowest = Bound::Included(key(RunId::from_u128(0)));
+        let highest = Bound::Included(key(RunId::from_u128(u128::MAX)));
+        let range = match (query.newest_first, query.after) {
+            (false, Some(c)) => tree.range((Bound::Excluded(key(c)), highest)),
+            (true, Some(c)) => tree.range((lowest, Bound::Excluded(key(c)))),
+            (_, None) => tree.range((lowest, highest)),
+        };
+        let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            if query.newest_first {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+        for item in items {
+            let (k, value) = item.map_err(self.read_failed(name, String::new))?;
+            let rec = if query.workflow.is_none() && query.status.is_none() {
+                decode(&value, "run", || layout::hex(&k))?
+            } else {
+                let run = layout::trailing_run_id(&k, "run index key")?;
+                // The index and the record are read separately: skip a run
+                // whose status changed in between.
+                match self.run_record(run)? {
+                    Some(rec) => rec,
+                    None => continue,
+                }
+            };
+            if query.matches(&rec) {
+                out.push(rec);
                 if out.len() == query.limit {
                     break;
                 }
-            }
-            return Ok(out);
-        };
-        let start = match query.after {
-            Some(after) => Bound::Excluded(layout::status_key(status, after)),
-            None => Bound::Included(layout::status_key(status, RunId::from_u128(0))),
-        };
-        let end = Bound::Included(layout::status_key(status, RunId::from_u128(u128::MAX)));
-        for item in self.trees.status.range((start, end)) {
-            let (key, _) = item.map_err(self.read_failed(layout::STATUS, String::new))?;
-            let run = layout::parse_status_key(&key)?;
-            // The index and the record are read separately: skip a run whose
-            // status changed in between.
-            match self.run_record(run)? {
-                Some(rec) if rec.status == status => out.push(rec),
-                _ => continue,
-            }
-            if out.len() == query.limit {
-                break;
             }
         }
         Ok(out)

@@ -818,3 +818,138 @@ fn a_log_that_disagrees_with_its_record_is_corrupt() {
         assert!(store.read_events(cut, 5, 10).await.unwrap().is_empty());
     });
 }
+
+/// Every tree of run data (all but `meta`).
+const DATA_TREES: [&str; 9] = [
+    layout::RUNS,
+    layout::EVENTS,
+    layout::OPS,
+    layout::TOKENS,
+    layout::RUN_HOOKS,
+    layout::QUEUE,
+    layout::DUE,
+    layout::STATUS,
+    layout::WORKFLOWS,
+];
+
+#[test]
+fn purging_every_run_leaves_every_tree_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let (store, clock) = open_manual(dir.path());
+        for i in 0..5u32 {
+            let run = RunId::new();
+            store.create_run(new_run(run)).await.unwrap();
+            let token = HookToken::new(format!("purge-tok-{i}")).unwrap();
+            store
+                .append(
+                    run,
+                    vec![
+                        EventData::RunStarted,
+                        EventData::StepCreated {
+                            step: cid("step:0"),
+                            name: "charge".into(),
+                            input_digest: None,
+                        },
+                        EventData::StepRetrying {
+                            step: cid("step:0"),
+                            error: crate::event::ErrorRecord::new("later"),
+                            retry_at: Timestamp(T0.0 + 1000),
+                        },
+                        EventData::HookCreated {
+                            hook: cid("hook:1"),
+                            token,
+                            metadata: None,
+                            webhook: None,
+                        },
+                        EventData::WaitCreated {
+                            wait: cid("wait:2"),
+                            resume_at: Timestamp(T0.0 + 5000),
+                        },
+                    ],
+                    None,
+                )
+                .await
+                .unwrap();
+            let lease = store.lease_due(10, Duration::from_secs(30)).await.unwrap();
+            for l in &lease {
+                store.release_lease(l).await.unwrap();
+            }
+            store
+                .append(run, vec![EventData::RunCancelled], None)
+                .await
+                .unwrap();
+        }
+        for tree in [
+            layout::RUNS,
+            layout::EVENTS,
+            layout::OPS,
+            layout::RUN_HOOKS,
+            layout::STATUS,
+            layout::WORKFLOWS,
+        ] {
+            assert!(
+                !keys(&store, tree).is_empty(),
+                "{tree} empty before purging"
+            );
+        }
+        clock.advance(Duration::from_secs(1));
+        let purged = store
+            .purge_runs(crate::record::PurgeQuery::ended_before(store.now()))
+            .await
+            .unwrap();
+        assert_eq!(purged.runs.len(), 5);
+        for tree in DATA_TREES {
+            assert_eq!(
+                keys(&store, tree),
+                Vec::<Vec<u8>>::new(),
+                "tree {tree} after purging"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_layout_1_store_gets_its_workflow_index_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let run = RunId::new();
+    rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        store.create_run(new_run(run)).await.unwrap();
+        // What a layout-1 store looks like: no workflow index, version 1.
+        store.raw_db().drop_tree(layout::WORKFLOWS).unwrap();
+        store
+            .raw_db()
+            .open_tree(layout::META)
+            .unwrap()
+            .insert(
+                layout::LAYOUT_VERSION_KEY,
+                codec::encode_record(&1u64).unwrap(),
+            )
+            .unwrap();
+        store.raw_db().flush().unwrap();
+    });
+    rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        let listed = store
+            .list_runs(
+                RunQuery::default()
+                    .workflow("wf")
+                    .status(RunStatus::Pending),
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run]);
+        let listed = store
+            .list_runs(RunQuery::default().workflow("wf"))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        let meta = store.raw_db().open_tree(layout::META).unwrap();
+        let version: u64 =
+            codec::decode_record(&meta.get(layout::LAYOUT_VERSION_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(version, u64::from(layout::LAYOUT_VERSION));
+    });
+}

@@ -35,6 +35,7 @@ pub(crate) struct Trees {
     pub(crate) queue: Tree,
     pub(crate) due: Tree,
     pub(crate) status: Tree,
+    pub(crate) workflows: Tree,
 }
 
 /// The same trees inside one transaction.
@@ -47,6 +48,7 @@ struct TxTrees<'t> {
     queue: &'t TransactionalTree,
     due: &'t TransactionalTree,
     status: &'t TransactionalTree,
+    workflows: &'t TransactionalTree,
 }
 
 /// Error type of the transaction closure. Writes never abort the transaction
@@ -225,9 +227,10 @@ fn transact(
         &trees.queue,
         &trees.due,
         &trees.status,
+        &trees.workflows,
     );
     let outcome = all.transaction(
-        |(runs, events, ops, tokens, run_hooks, queue, due, status)| {
+        |(runs, events, ops, tokens, run_hooks, queue, due, status, workflows)| {
             let tx = TxTrees {
                 runs,
                 events,
@@ -237,6 +240,7 @@ fn transact(
                 queue,
                 due,
                 status,
+                workflows,
             };
             let mut view = TxView {
                 tx: &tx,
@@ -275,7 +279,7 @@ fn transact(
         TransactionError::Storage(e) => damage::sled_error(
             dir,
             "running the write transaction",
-            Some(&"trees runs, events, ops, tokens, run_hooks, queue, due, status"),
+            Some(&"trees runs, events, ops, tokens, run_hooks, queue, due, status, workflows"),
             e,
         ),
     })
@@ -366,6 +370,7 @@ enum Target {
     Queue,
     Due,
     Status,
+    Workflows,
 }
 
 /// One key to set (`Some`) or delete (`None`).
@@ -382,19 +387,60 @@ fn encode_changes(changes: &Changes) -> Result<Vec<Write>, StoreError> {
             Some(encode(rec)?),
         ));
         if *before != Some(rec.status) {
-            if let Some(before) = before {
-                w.push((
-                    Target::Status,
-                    layout::status_key(*before, *id).to_vec(),
-                    None,
-                ));
+            let name = rec.workflow.as_str();
+            match before {
+                Some(before) => {
+                    w.push((
+                        Target::Status,
+                        layout::status_key(*before, *id).to_vec(),
+                        None,
+                    ));
+                    w.push((
+                        Target::Workflows,
+                        layout::workflow_key(name, Some(*before), *id),
+                        None,
+                    ));
+                }
+                None => w.push((
+                    Target::Workflows,
+                    layout::workflow_key(name, None, *id),
+                    Some(Vec::new()),
+                )),
             }
             w.push((
                 Target::Status,
                 layout::status_key(rec.status, *id).to_vec(),
                 Some(Vec::new()),
             ));
+            w.push((
+                Target::Workflows,
+                layout::workflow_key(name, Some(rec.status), *id),
+                Some(Vec::new()),
+            ));
         }
+    }
+    for (id, purged) in &changes.purged {
+        let rec = &purged.record;
+        w.push((Target::Runs, layout::run_key(*id).to_vec(), None));
+        w.push((
+            Target::Status,
+            layout::status_key(rec.status, *id).to_vec(),
+            None,
+        ));
+        for status in [None, Some(rec.status)] {
+            w.push((
+                Target::Workflows,
+                layout::workflow_key(&rec.workflow, status, *id),
+                None,
+            ));
+        }
+        for seq in 0..rec.next_seq {
+            w.push((Target::Events, layout::event_key(*id, seq).to_vec(), None));
+        }
+        for op in &purged.ops {
+            w.push((Target::Ops, layout::op_key(*id, op), None));
+        }
+        w.push((Target::RunHooks, layout::run_key(*id).to_vec(), None));
     }
     for (run, event) in &changes.events {
         let bytes = codec::encode_event(event)?;
@@ -450,6 +496,7 @@ fn apply_writes(tx: &TxTrees<'_>, writes: &[Write]) -> Result<(), TxError> {
             Target::Queue => tx.queue,
             Target::Due => tx.due,
             Target::Status => tx.status,
+            Target::Workflows => tx.workflows,
         };
         match value {
             Some(value) => tree.insert(key.as_slice(), value.as_slice())?,

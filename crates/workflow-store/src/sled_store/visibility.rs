@@ -83,8 +83,9 @@ pub(crate) struct Footprint {
 impl Footprint {
     /// Adds what `changes` writes.
     pub(crate) fn add(&mut self, changes: &Changes) {
-        self.run_records |= !changes.runs.is_empty();
+        self.run_records |= !changes.runs.is_empty() || !changes.purged.is_empty();
         self.runs.extend(changes.runs.keys().copied());
+        self.runs.extend(changes.purged.keys().copied());
         self.runs.extend(changes.events.iter().map(|(run, _)| *run));
         self.runs.extend(changes.run_hooks.keys().copied());
         self.tokens.extend(changes.tokens.keys().cloned());
