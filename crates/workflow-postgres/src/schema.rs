@@ -8,16 +8,25 @@
 //! up to date is only read. A schema migrated by a newer release (an unknown
 //! version) is refused rather than guessed at.
 
-use tokio_postgres::Client;
-use workflow_store::StoreError;
+use tokio_postgres::{Client, Transaction};
+use workflow_store::{codec, HookRecord, StoreError};
 
 use crate::pg;
 
-/// One migration: its version, what it does, and its SQL (`{s}` is the schema).
+/// One migration: its version, what it does, its SQL (`{s}` is the schema),
+/// and the rows it fills in from data only Rust can decode.
 struct Migration {
     version: i32,
     description: &'static str,
     sql: &'static str,
+    backfill: Option<Backfill>,
+}
+
+/// Data a migration derives from encoded records, after its SQL.
+#[derive(Clone, Copy)]
+enum Backfill {
+    /// `tokens.webhook` from the live hook records of the token's run.
+    TokenWebhookModes,
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add another.
@@ -84,6 +93,7 @@ CREATE TABLE {s}.queue (
 );
 CREATE INDEX queue_due ON {s}.queue (due, run_id);
 "#,
+        backfill: None,
     },
     Migration {
         version: 2,
@@ -92,6 +102,16 @@ CREATE INDEX queue_due ON {s}.queue (due, run_id);
 ALTER TABLE {s}.queue ADD COLUMN parked boolean NOT NULL DEFAULT false;
 ALTER TABLE {s}.queue ALTER COLUMN due DROP NOT NULL;
 "#,
+        backfill: None,
+    },
+    Migration {
+        version: 3,
+        description: "tokens: the webhook response mode (NULL for plain hooks), so \
+                      resume_webhook checks it in the row it locks",
+        sql: r#"
+ALTER TABLE {s}.tokens ADD COLUMN webhook bytea;
+"#,
+        backfill: Some(Backfill::TokenWebhookModes),
     },
 ];
 
@@ -202,6 +222,12 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
         tx.batch_execute(&m.sql.replace("{s}", &s))
             .await
             .map_err(err)?;
+        match m.backfill {
+            Some(Backfill::TokenWebhookModes) => {
+                backfill_token_webhook_modes(&tx, &s).await.map_err(err)?
+            }
+            None => {}
+        }
         tx.execute(
             &format!("INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)"),
             &[&m.version, &m.description],
@@ -210,6 +236,59 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
         .map_err(err)?;
     }
     tx.commit().await.map_err(err)
+}
+
+/// Copies each live token's webhook mode from its hook record (encoded, so
+/// not readable in SQL) into `tokens.webhook`. A record that does not decode
+/// leaves its token a plain hook, with a warning: `get_hook` reports that
+/// record as corrupt anyway.
+async fn backfill_token_webhook_modes(
+    tx: &Transaction<'_>,
+    s: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT t.token, h.record FROM {s}.tokens t \
+                 JOIN {s}.hooks h ON h.run_id = t.run_id AND h.hook = t.hook"
+            ),
+            &[],
+        )
+        .await?;
+    let (mut tokens, mut modes) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let token: String = row.try_get(0)?;
+        let record: &[u8] = row.try_get(1)?;
+        match codec::decode_record::<HookRecord>(record) {
+            Ok(HookRecord {
+                webhook: Some(mode),
+                ..
+            }) => match codec::encode_record(&mode) {
+                Ok(bytes) => {
+                    tokens.push(token);
+                    modes.push(bytes);
+                }
+                Err(e) => tracing::warn!(%token, error = %e, "cannot encode a webhook mode"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                %token,
+                error = %e,
+                "a hook record does not decode; its token is migrated as a plain hook"
+            ),
+        }
+    }
+    if !tokens.is_empty() {
+        tx.execute(
+            &format!(
+                "UPDATE {s}.tokens t SET webhook = v.mode \
+                 FROM unnest($1::text[], $2::bytea[]) AS v(token, mode) WHERE t.token = v.token"
+            ),
+            &[&tokens, &modes],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The columns of a `runs` row, in the order [`crate::view`] decodes them.
@@ -312,14 +391,14 @@ impl Sql {
                  DO UPDATE SET kind = EXCLUDED.kind, closed = EXCLUDED.closed"
             ),
             tokens_get: format!(
-                "SELECT token, run_id, hook FROM {s}.tokens WHERE token = ANY($1)"
+                "SELECT token, run_id, hook, webhook FROM {s}.tokens WHERE token = ANY($1)"
             ),
             token_owner: format!("SELECT run_id, hook FROM {s}.tokens WHERE token = $1"),
             token_insert: format!(
-                "INSERT INTO {s}.tokens (token, run_id, hook) VALUES ($1, $2, $3)"
+                "INSERT INTO {s}.tokens (token, run_id, hook, webhook) VALUES ($1, $2, $3, $4)"
             ),
             token_update: format!(
-                "UPDATE {s}.tokens SET run_id = $2, hook = $3 WHERE token = $1"
+                "UPDATE {s}.tokens SET run_id = $2, hook = $3, webhook = $4 WHERE token = $1"
             ),
             token_delete: format!("DELETE FROM {s}.tokens WHERE token = $1"),
             hooks_get: format!(

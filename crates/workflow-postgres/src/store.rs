@@ -14,7 +14,7 @@ use workflow_store::apply::{self, Changes, Staged};
 use workflow_store::{
     Appended, Change, Clock, CorrelationId, CreatedRun, Event, EventData, EventKind, HookRecord,
     HookToken, Lease, LeaseId, NewRun, Payload, Resumed, RunId, RunQuery, RunRecord, Store,
-    StoreError, Timestamp,
+    StoreError, Timestamp, WebhookResponse,
 };
 
 use crate::config::{check_schema, redact, PostgresConfig};
@@ -63,9 +63,12 @@ const CHANGE_FEED_CAPACITY: usize = 4096;
 ///    gaps. In the same batch, prefetch what the rules will read: the run's
 ///    queue row (`FOR UPDATE`, so a lease cannot be taken or lost mid-write),
 ///    the states of the batch's correlation ids, the owners of its hook tokens,
-///    the run's hooks, event 0 for `create_run`. (`resume_hook` first looks up
-///    the token's run, then locks that run and re-reads the token; if it
-///    changed hands meanwhile the write starts over.) A read the prefetch
+///    the run's hooks, event 0 for `create_run`. (`resume_hook` and
+///    `resume_webhook` first look up the token's run, then lock that run and
+///    re-read the token's row, which holds its webhook mode; if the token
+///    changed hands meanwhile the write starts over. Only writes to the run
+///    holding a token change its row, so the mode `resume_webhook` checks is
+///    the one of the hook it records into.) A read the prefetch
 ///    missed is fetched and the rules run again from scratch.
 /// 2. The staged changes (events, run, operations, tokens, hooks, queue), then
 ///    `COMMIT`.
@@ -712,6 +715,24 @@ impl Store for PostgresStore {
             Target::Token(token.clone()),
             |run| vec![Key::Queue(run)],
             |st| apply::resume_hook(st, token, payload.clone()),
+        )
+        .await
+    }
+
+    /// One transaction: the run holding the token is locked, then the token's
+    /// row (which carries the webhook mode) is read again and checked, so a
+    /// token that changes hands meanwhile cannot take the request into a plain
+    /// hook.
+    async fn resume_webhook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<(Resumed, WebhookResponse), StoreError> {
+        self.write(
+            "resume_webhook",
+            Target::Token(token.clone()),
+            |run| vec![Key::Queue(run)],
+            |st| apply::resume_webhook(st, token, payload.clone()),
         )
         .await
     }

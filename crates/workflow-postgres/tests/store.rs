@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use common::{exec, url_or_skip, uuid_text, Schemas};
 use workflow_postgres::{PostgresConfig, PostgresStore};
-use workflow_store::conformance::{hook_created, new_run, step_created, START, TTL};
-use workflow_store::{Clock, ManualClock, RunQuery, Store, StoreError};
+use workflow_store::conformance::{
+    cid, hook_created, new_run, payload, step_created, token, START, TTL,
+};
+use workflow_store::{Clock, EventData, ManualClock, RunQuery, Store, StoreError, WebhookResponse};
 
 fn message(e: &StoreError) -> String {
     let mut s = e.to_string();
@@ -237,6 +239,7 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
         &format!(
             "ALTER TABLE \"{schema}\".queue DROP COLUMN parked;
              ALTER TABLE \"{schema}\".queue ALTER COLUMN due SET NOT NULL;
+             ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 2;"
         ),
     )
@@ -275,4 +278,63 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
         .await
         .expect("start again");
     assert_eq!(store.next_due().await.expect("next_due"), Some(at));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens() {
+    let Some(url) = url_or_skip("a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens")
+    else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let clock = Arc::new(ManualClock::new(START)) as Arc<dyn Clock>;
+    let schema = schemas.fresh();
+    let store = schemas.store(&schema, clock.clone()).await.expect("store");
+    let run = new_run(&store, "wf").await;
+    let mode = WebhookResponse::Manual { timeout_ms: 2500 };
+    store
+        .append(
+            run,
+            vec![
+                hook_created("hook:0", "plain"),
+                EventData::HookCreated {
+                    hook: cid("hook:1"),
+                    token: token("web"),
+                    metadata: None,
+                    webhook: Some(mode.clone()),
+                },
+            ],
+            None,
+        )
+        .await
+        .expect("hooks");
+    drop(store);
+    // Back to what version 2 made: no mode in the tokens table.
+    exec(
+        &url,
+        &format!(
+            "ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
+             DELETE FROM \"{schema}\".schema_migrations WHERE version >= 3;"
+        ),
+    )
+    .await
+    .expect("downgrade to version 2");
+    let store = schemas
+        .store(&schema, clock)
+        .await
+        .expect("migrate from version 2");
+    let (resumed, got) = store
+        .resume_webhook(&token("web"), payload(&"req"))
+        .await
+        .expect("the webhook's mode was carried over");
+    assert_eq!((resumed.run_id, got), (run, mode));
+    let r = store.resume_webhook(&token("plain"), payload(&"req")).await;
+    assert!(
+        matches!(r, Err(StoreError::HookNotFound { .. })),
+        "a plain hook became a webhook: {r:?}"
+    );
+    store
+        .resume_hook(&token("plain"), payload(&"x"))
+        .await
+        .expect("the plain hook still resumes");
 }
