@@ -298,6 +298,11 @@ const QUEUE_COLS: &str =
     "run_id, wake_gen, wake_due, timer_ids, timer_dues, lease_id, lease_expires, lease_wake, \
      parked";
 
+/// The database server's clock in milliseconds since the Unix epoch, as a
+/// `bigint`: `clock_timestamp()` (the time the statement runs, not the
+/// transaction's start, so it is read after the locks taken before it).
+const DB_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 /// Every statement the store runs, with its schema spliced in.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -323,6 +328,8 @@ pub(crate) struct Sql {
     pub(crate) hooks_truncate: String,
     pub(crate) queue_lock: String,
     pub(crate) queue_due_lock: String,
+    pub(crate) queue_due_lock_db: String,
+    pub(crate) db_now: String,
     pub(crate) queue_upsert: String,
     pub(crate) queue_delete: String,
     pub(crate) next_due: String,
@@ -422,6 +429,14 @@ impl Sql {
                 "SELECT {QUEUE_COLS} FROM {s}.queue WHERE due <= $1 \
                  ORDER BY due, run_id LIMIT $2 FOR UPDATE SKIP LOCKED"
             ),
+            // The same, by the database's clock (read once), which is
+            // returned as the last column.
+            queue_due_lock_db: format!(
+                "WITH t AS (SELECT {DB_NOW_MS} AS now) \
+                 SELECT {QUEUE_COLS}, t.now FROM {s}.queue, t WHERE due <= t.now \
+                 ORDER BY due, run_id LIMIT $1 FOR UPDATE OF queue SKIP LOCKED"
+            ),
+            db_now: format!("SELECT {DB_NOW_MS}"),
             queue_upsert: format!(
                 "INSERT INTO {s}.queue (run_id, due, wake_gen, wake_due, timer_ids, timer_dues, \
                  lease_id, lease_expires, lease_wake, parked) \

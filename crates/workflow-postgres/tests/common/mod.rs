@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tokio_postgres::NoTls;
-use workflow_postgres::{PostgresConfig, PostgresStore};
+use workflow_postgres::{PostgresConfig, PostgresStore, TimeSource};
 use workflow_store::{Clock, RunId, StoreError};
 
 /// The environment variable naming the test database.
@@ -61,7 +61,8 @@ impl Schemas {
         name
     }
 
-    /// A store on `schema` with `clock`.
+    /// A store on `schema` whose times come from `clock` (the conformance
+    /// suite's manual clock decides lease expiry and due times).
     pub async fn store(
         &self,
         schema: &str,
@@ -71,6 +72,24 @@ impl Schemas {
             PostgresConfig::new(self.url.clone())
                 .schema(schema)
                 .clock(clock)
+                .time_source(TimeSource::Clock)
+                .pool_size(8),
+        )
+        .await
+    }
+
+    /// A store on `schema` whose times come from the database's clock;
+    /// `clock` only stands in for the host's clock between reads of it.
+    pub async fn store_on_database_time(
+        &self,
+        schema: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(
+            PostgresConfig::new(self.url.clone())
+                .schema(schema)
+                .clock(clock)
+                .time_source(TimeSource::Database)
                 .pool_size(8),
         )
         .await
