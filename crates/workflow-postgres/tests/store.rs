@@ -1,8 +1,9 @@
 //! `PostgresStore` behaviour beyond the conformance suite: connection errors,
 //! damaged rows, schema versions.
 //!
-//! The tests that need a server read `WORKFLOW_TEST_POSTGRES_URL` and print
-//! `SKIPPED` without it; the error-message tests need none.
+//! The tests that need a server use `WORKFLOW_TEST_POSTGRES_URL`, or else a
+//! throwaway cluster (`common::cluster`), also tested here; the error-message
+//! tests need none.
 
 mod common;
 
@@ -337,4 +338,71 @@ async fn a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens() {
         .resume_hook(&token("plain"), payload(&"x"))
         .await
         .expect("the plain hook still resumes");
+}
+
+/// Set for the child of the test below.
+const CLUSTER_CHILD_ENV: &str = "WORKFLOW_TEST_CLUSTER_CHILD";
+
+/// The child of the test below: starts a throwaway cluster, says where, and
+/// waits to be killed. In a normal test run it returns at once.
+#[test]
+fn throwaway_cluster_child() {
+    if std::env::var_os(CLUSTER_CHILD_ENV).is_none() {
+        return;
+    }
+    let cluster = common::cluster::shared().expect("a cluster");
+    println!("CLUSTER {} {}", cluster.pid, cluster.dir.display());
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not reaped yet).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split(' ').nth(2) == Some("Z"),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn the_throwaway_cluster_goes_when_its_test_process_is_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    if common::cluster::find_bindir().is_none() {
+        eprintln!(
+            "SKIPPED the_throwaway_cluster_goes_when_its_test_process_is_killed: no PostgreSQL \
+             server binaries"
+        );
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "throwaway_cluster_child", "--nocapture"])
+        .env_remove(common::URL_VAR)
+        .env(CLUSTER_CHILD_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .map(|l| l.expect("read"))
+        .find(|l| l.starts_with("CLUSTER "))
+        .expect("the child printed no cluster");
+    let mut parts = line.splitn(3, ' ').skip(1);
+    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).expect("pid");
+    let dir = std::path::PathBuf::from(parts.next().expect("dir"));
+    assert!(
+        dir.join("data").is_dir() && !exited(pid),
+        "no cluster running"
+    );
+    // SIGKILL: no destructor, no exit handler runs in the child.
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (dir.exists() || !exited(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(exited(pid), "the server outlived its test process");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

@@ -1,7 +1,7 @@
 //! Two `PostgresStore`s (two pools, as two engine processes would have) on one
 //! schema, writing and leasing the same runs at once.
 //!
-//! Needs `WORKFLOW_TEST_POSTGRES_URL`; without it each test prints `SKIPPED`.
+//! On `WORKFLOW_TEST_POSTGRES_URL`, or else a throwaway cluster (`common::cluster`).
 
 mod common;
 
