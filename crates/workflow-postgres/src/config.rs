@@ -12,6 +12,40 @@ pub const DEFAULT_SCHEMA: &str = "workflow";
 /// Connections a store's pool opens at most unless told otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
+/// Which clock decides times: lease expiry, due times, event timestamps.
+///
+/// ```
+/// use std::sync::Arc;
+/// use workflow_postgres::{PostgresConfig, TimeSource};
+/// use workflow_store::{ManualClock, Timestamp};
+///
+/// // Production: the database server's clock decides (the default).
+/// let config = PostgresConfig::new("postgres://app@db.internal:5432/orders");
+/// assert_eq!(config.time_source, TimeSource::Database);
+///
+/// // A test that drives time by hand: the given clock decides.
+/// let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+/// let config = PostgresConfig::new("postgres://postgres@127.0.0.1:5432/test")
+///     .clock(clock)
+///     .time_source(TimeSource::Clock);
+/// assert_eq!(config.time_source, TimeSource::Clock);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeSource {
+    /// The database server's clock (`clock_timestamp()`), read inside each
+    /// write's transaction after its locks are taken. Every process sharing
+    /// the schema goes by the same clock, so skew between their hosts cannot
+    /// let two of them hold a lease on one run. The default.
+    #[default]
+    Database,
+    /// [`PostgresConfig::clock`]: for tests that drive time with a manual
+    /// clock, or a single process. Processes whose clocks disagree can then
+    /// both hold a lease on one run (the one running ahead takes over leases
+    /// the others still hold).
+    Clock,
+}
+
 /// How to connect a [`crate::PostgresStore`].
 ///
 /// ```
@@ -32,10 +66,17 @@ pub struct PostgresConfig {
     /// with a letter or `_`, at most 54 bytes. Stores on different schemas of one
     /// database are independent (tests use one schema each).
     pub schema: String,
-    /// Where timestamps and due times come from (default: the system clock).
-    /// Every process sharing a schema should use a synchronized clock: leases
-    /// expire by it.
+    /// The local clock (default: the system clock). With
+    /// [`TimeSource::Clock`] it decides every time the store writes. With
+    /// [`TimeSource::Database`] it only carries [`workflow_store::Store::now`]
+    /// between reads of the database's clock: `now` is this clock plus the
+    /// offset to the database's clock last measured, so what an engine
+    /// computes from it (a sleep's wake-up time, how long to wait for the
+    /// next due item) follows the database's clock too.
     pub clock: Arc<dyn Clock>,
+    /// Which clock decides lease expiry, due times and event timestamps
+    /// (default [`TimeSource::Database`]).
+    pub time_source: TimeSource,
     /// The most connections the pool opens (default [`DEFAULT_POOL_SIZE`]);
     /// change notification uses one more.
     pub pool_size: usize,
@@ -69,6 +110,7 @@ impl PostgresConfig {
             url: url.into(),
             schema: DEFAULT_SCHEMA.to_owned(),
             clock: Arc::new(SystemClock),
+            time_source: TimeSource::Database,
             pool_size: DEFAULT_POOL_SIZE,
             notifications: true,
             notify_in_transaction: false,
@@ -82,9 +124,16 @@ impl PostgresConfig {
         self
     }
 
-    /// Takes timestamps from `clock`.
+    /// Uses `clock` as the local clock (see [`PostgresConfig::clock`]; it
+    /// decides times only with [`TimeSource::Clock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Says which clock decides times (see [`TimeSource`]).
+    pub fn time_source(mut self, source: TimeSource) -> Self {
+        self.time_source = source;
         self
     }
 
@@ -120,6 +169,7 @@ impl fmt::Debug for PostgresConfig {
             .field("url", &redact(&self.url))
             .field("schema", &self.schema)
             .field("clock", &self.clock)
+            .field("time_source", &self.time_source)
             .field("pool_size", &self.pool_size)
             .field("notifications", &self.notifications)
             .field("notify_in_transaction", &self.notify_in_transaction)

@@ -8,6 +8,9 @@
 //! writers in any number of processes, leases due work with
 //! `FOR UPDATE SKIP LOCKED`, and feeds [`workflow_store::Store::subscribe`] with
 //! LISTEN/NOTIFY so an engine learns at once about writes made by another.
+//! Lease expiry and due times go by the database server's clock (see
+//! [`TimeSource`]), so clock skew between engine hosts cannot let two engines
+//! drive one run.
 //! It passes the conformance suite of `workflow_store::conformance`.
 //!
 //! ```no_run
@@ -35,5 +38,5 @@ mod store;
 mod tx;
 mod view;
 
-pub use config::{PostgresConfig, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA};
+pub use config::{PostgresConfig, TimeSource, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA};
 pub use store::PostgresStore;

@@ -8,16 +8,25 @@
 //! up to date is only read. A schema migrated by a newer release (an unknown
 //! version) is refused rather than guessed at.
 
-use tokio_postgres::Client;
-use workflow_store::StoreError;
+use tokio_postgres::{Client, Transaction};
+use workflow_store::{codec, HookRecord, StoreError};
 
 use crate::pg;
 
-/// One migration: its version, what it does, and its SQL (`{s}` is the schema).
+/// One migration: its version, what it does, its SQL (`{s}` is the schema),
+/// and the rows it fills in from data only Rust can decode.
 struct Migration {
     version: i32,
     description: &'static str,
     sql: &'static str,
+    backfill: Option<Backfill>,
+}
+
+/// Data a migration derives from encoded records, after its SQL.
+#[derive(Clone, Copy)]
+enum Backfill {
+    /// `tokens.webhook` from the live hook records of the token's run.
+    TokenWebhookModes,
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add another.
@@ -84,6 +93,7 @@ CREATE TABLE {s}.queue (
 );
 CREATE INDEX queue_due ON {s}.queue (due, run_id);
 "#,
+        backfill: None,
     },
     Migration {
         version: 2,
@@ -92,14 +102,25 @@ CREATE INDEX queue_due ON {s}.queue (due, run_id);
 ALTER TABLE {s}.queue ADD COLUMN parked boolean NOT NULL DEFAULT false;
 ALTER TABLE {s}.queue ALTER COLUMN due DROP NOT NULL;
 "#,
+        backfill: None,
     },
     Migration {
         version: 3,
+        description: "tokens: the webhook response mode (NULL for plain hooks), so \
+                      resume_webhook checks it in the row it locks",
+        sql: r#"
+ALTER TABLE {s}.tokens ADD COLUMN webhook bytea;
+"#,
+        backfill: Some(Backfill::TokenWebhookModes),
+    },
+    Migration {
+        version: 4,
         description: "runs: indexes for listing by workflow (and status)",
         sql: r#"
 CREATE INDEX runs_workflow_id ON {s}.runs (workflow, id);
 CREATE INDEX runs_workflow_status_id ON {s}.runs (workflow, status, id);
 "#,
+        backfill: None,
     },
 ];
 
@@ -210,6 +231,12 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
         tx.batch_execute(&m.sql.replace("{s}", &s))
             .await
             .map_err(err)?;
+        match m.backfill {
+            Some(Backfill::TokenWebhookModes) => {
+                backfill_token_webhook_modes(&tx, &s).await.map_err(err)?
+            }
+            None => {}
+        }
         tx.execute(
             &format!("INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)"),
             &[&m.version, &m.description],
@@ -220,12 +247,70 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
     tx.commit().await.map_err(err)
 }
 
+/// Copies each live token's webhook mode from its hook record (encoded, so
+/// not readable in SQL) into `tokens.webhook`. A record that does not decode
+/// leaves its token a plain hook, with a warning: `get_hook` reports that
+/// record as corrupt anyway.
+async fn backfill_token_webhook_modes(
+    tx: &Transaction<'_>,
+    s: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT t.token, h.record FROM {s}.tokens t \
+                 JOIN {s}.hooks h ON h.run_id = t.run_id AND h.hook = t.hook"
+            ),
+            &[],
+        )
+        .await?;
+    let (mut tokens, mut modes) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let token: String = row.try_get(0)?;
+        let record: &[u8] = row.try_get(1)?;
+        match codec::decode_record::<HookRecord>(record) {
+            Ok(HookRecord {
+                webhook: Some(mode),
+                ..
+            }) => match codec::encode_record(&mode) {
+                Ok(bytes) => {
+                    tokens.push(token);
+                    modes.push(bytes);
+                }
+                Err(e) => tracing::warn!(%token, error = %e, "cannot encode a webhook mode"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                %token,
+                error = %e,
+                "a hook record does not decode; its token is migrated as a plain hook"
+            ),
+        }
+    }
+    if !tokens.is_empty() {
+        tx.execute(
+            &format!(
+                "UPDATE {s}.tokens t SET webhook = v.mode \
+                 FROM unnest($1::text[], $2::bytea[]) AS v(token, mode) WHERE t.token = v.token"
+            ),
+            &[&tokens, &modes],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The columns of a `runs` row, in the order [`crate::view`] decodes them.
 const RUN_COLS: &str = "id, workflow, status, error, created_at, updated_at, next_seq";
 /// The columns of a `queue` row, in the order [`crate::view`] decodes them.
 const QUEUE_COLS: &str =
     "run_id, wake_gen, wake_due, timer_ids, timer_dues, lease_id, lease_expires, lease_wake, \
      parked";
+
+/// The database server's clock in milliseconds since the Unix epoch, as a
+/// `bigint`: `clock_timestamp()` (the time the statement runs, not the
+/// transaction's start, so it is read after the locks taken before it).
+const DB_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Every statement the store runs, with its schema spliced in.
 #[derive(Debug)]
@@ -254,6 +339,8 @@ pub(crate) struct Sql {
     pub(crate) hooks_truncate: String,
     pub(crate) queue_lock: String,
     pub(crate) queue_due_lock: String,
+    pub(crate) queue_due_lock_db: String,
+    pub(crate) db_now: String,
     pub(crate) queue_upsert: String,
     pub(crate) queue_delete: String,
     pub(crate) next_due: String,
@@ -345,14 +432,14 @@ impl Sql {
                  DO UPDATE SET kind = EXCLUDED.kind, closed = EXCLUDED.closed"
             ),
             tokens_get: format!(
-                "SELECT token, run_id, hook FROM {s}.tokens WHERE token = ANY($1)"
+                "SELECT token, run_id, hook, webhook FROM {s}.tokens WHERE token = ANY($1)"
             ),
             token_owner: format!("SELECT run_id, hook FROM {s}.tokens WHERE token = $1"),
             token_insert: format!(
-                "INSERT INTO {s}.tokens (token, run_id, hook) VALUES ($1, $2, $3)"
+                "INSERT INTO {s}.tokens (token, run_id, hook, webhook) VALUES ($1, $2, $3, $4)"
             ),
             token_update: format!(
-                "UPDATE {s}.tokens SET run_id = $2, hook = $3 WHERE token = $1"
+                "UPDATE {s}.tokens SET run_id = $2, hook = $3, webhook = $4 WHERE token = $1"
             ),
             token_delete: format!("DELETE FROM {s}.tokens WHERE token = $1"),
             hooks_get: format!(
@@ -376,6 +463,14 @@ impl Sql {
                 "SELECT {QUEUE_COLS} FROM {s}.queue WHERE due <= $1 \
                  ORDER BY due, run_id LIMIT $2 FOR UPDATE SKIP LOCKED"
             ),
+            // The same, by the database's clock (read once), which is
+            // returned as the last column.
+            queue_due_lock_db: format!(
+                "WITH t AS (SELECT {DB_NOW_MS} AS now) \
+                 SELECT {QUEUE_COLS}, t.now FROM {s}.queue, t WHERE due <= t.now \
+                 ORDER BY due, run_id LIMIT $1 FOR UPDATE OF queue SKIP LOCKED"
+            ),
+            db_now: format!("SELECT {DB_NOW_MS}"),
             queue_upsert: format!(
                 "INSERT INTO {s}.queue (run_id, due, wake_gen, wake_due, timer_ids, timer_dues, \
                  lease_id, lease_expires, lease_wake, parked) \

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +17,10 @@ use workflow_store::purge_candidates;
 use workflow_store::{
     Appended, Change, Clock, CorrelationId, CreatedRun, Event, EventData, EventKind, HookRecord,
     HookToken, Lease, LeaseId, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery,
-    RunRecord, Store, StoreError, Timestamp,
+    RunRecord, Store, StoreError, Timestamp, WebhookResponse,
 };
 
-use crate::config::{check_schema, redact, PostgresConfig};
+use crate::config::{check_schema, redact, PostgresConfig, TimeSource};
 use crate::notify::{self, AbortOnDrop};
 use crate::pg::{self, to_i64, Uuid};
 use crate::schema::{self, Sql};
@@ -65,9 +66,12 @@ const CHANGE_FEED_CAPACITY: usize = 4096;
 ///    gaps. In the same batch, prefetch what the rules will read: the run's
 ///    queue row (`FOR UPDATE`, so a lease cannot be taken or lost mid-write),
 ///    the states of the batch's correlation ids, the owners of its hook tokens,
-///    the run's hooks, event 0 for `create_run`. (`resume_hook` first looks up
-///    the token's run, then locks that run and re-reads the token; if it
-///    changed hands meanwhile the write starts over.) A read the prefetch
+///    the run's hooks, event 0 for `create_run`. (`resume_hook` and
+///    `resume_webhook` first look up the token's run, then lock that run and
+///    re-read the token's row, which holds its webhook mode; if the token
+///    changed hands meanwhile the write starts over. Only writes to the run
+///    holding a token change its row, so the mode `resume_webhook` checks is
+///    the one of the hook it records into.) A read the prefetch
 ///    missed is fetched and the rules run again from scratch.
 /// 2. The staged changes (events, run, operations, tokens, hooks, queue), then
 ///    `COMMIT`.
@@ -83,7 +87,17 @@ const CHANGE_FEED_CAPACITY: usize = 4096;
 /// `lease_due` selects due queue rows (`due <= now`, earliest first)
 /// `FOR UPDATE SKIP LOCKED`, so concurrent engines never wait for each other
 /// nor take the same run, and applies [`apply::try_lease`] to each in one
-/// transaction. Times come from the store's [`Clock`], never the server's.
+/// transaction.
+///
+/// # Time
+///
+/// By default ([`TimeSource::Database`]) every time a write records or compares
+/// (event timestamps, wake-ups, lease expiry, the `due <= now` of `lease_due`)
+/// is the database server's `clock_timestamp()`, read in the write's
+/// transaction after its locks: engine hosts whose clocks disagree still agree
+/// on when a lease expires. [`Store::now`] follows that clock between writes
+/// (the local clock plus the last measured offset). [`TimeSource::Clock`] makes
+/// the configured [`Clock`] decide instead, for tests with a manual clock.
 ///
 /// # Tables
 ///
@@ -118,6 +132,10 @@ struct Inner {
     schema: String,
     target: String,
     clock: Arc<dyn Clock>,
+    time_source: TimeSource,
+    /// The database's clock minus the local clock, in milliseconds, as last
+    /// measured (with [`TimeSource::Database`]); what `now` adds.
+    db_offset_ms: AtomicI64,
     feed: broadcast::Sender<Change>,
     channel: String,
     instance: u128,
@@ -137,6 +155,7 @@ impl fmt::Debug for PostgresStore {
             .field("connections", &status.size)
             .field("notifications", &self.inner.notifications)
             .field("clock", &self.inner.clock)
+            .field("time_source", &self.inner.time_source)
             .finish()
     }
 }
@@ -226,6 +245,22 @@ impl PostgresStore {
             source: Some(Box::new(e)),
         })?;
         schema::migrate(&mut client, &config.schema).await?;
+        let sql = Sql::new(&config.schema);
+        let db_offset_ms = match config.time_source {
+            TimeSource::Database => {
+                let rows = view::query(&client, &sql.db_now, &[])
+                    .await
+                    .map_err(|e| pg::backend("reading the database's clock", e))?;
+                let db_now = rows
+                    .first()
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .transpose()
+                    .map_err(|e| pg::backend("reading the database's clock", e))?
+                    .unwrap_or_default();
+                offset_ms(db_now, config.clock.now())
+            }
+            _ => 0,
+        };
         drop(client);
 
         let (feed, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
@@ -251,10 +286,12 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
-                sql: Sql::new(&config.schema),
+                sql,
                 schema: config.schema,
                 target,
                 clock: config.clock,
+                time_source: config.time_source,
+                db_offset_ms: AtomicI64::new(db_offset_ms),
                 feed,
                 channel,
                 instance,
@@ -393,13 +430,23 @@ impl PostgresStore {
                 }
             }
         };
+        let db_time = run.is_some() && self.inner.time_source == TimeSource::Database;
         if let Some(run) = run {
             let mut wanted = keys(run);
             wanted.extend(extra);
             batch.lock_run(sql, run).fetch(sql, &view, wanted);
+            if db_time {
+                // After the locks: a lease compared with this time cannot have
+                // changed since.
+                batch.raw(Step::Query(&sql.db_now, Vec::new()));
+            }
         }
+        let mut now = None;
         if !batch.is_empty() {
-            batch.run(tx, &mut view).await?;
+            let raw = batch.run(tx, &mut view).await?;
+            if db_time {
+                now = Some(self.database_time(raw.last().and_then(|rows| rows.first()), 0)?);
+            }
         }
         if let Some((token, run)) = &expected_owner {
             let owner = view.tokens.get(token).cloned().flatten();
@@ -408,8 +455,9 @@ impl PostgresStore {
                 return Ok(Attempt::Retry);
             }
         }
-        // The store's clock, read once per attempt.
-        let now = self.inner.clock.now();
+        // Read once per attempt. Without a run there is nothing to lock and
+        // nothing the rules will write (the token is unknown).
+        let now = now.unwrap_or_else(|| self.now());
         let mut rounds = 0;
         let (value, changes) = loop {
             let mut staged = Staged::new(&mut view, now);
@@ -522,16 +570,29 @@ impl PostgresStore {
         ttl: Duration,
     ) -> Result<Attempt<Vec<Lease>>, TxError> {
         let sql = &self.inner.sql;
-        let now = self.inner.clock.now();
+        let mut now = self.inner.clock.now();
         let mut view = View::default();
         let mut batch = Batch::default();
-        batch.raw(Step::Simple("BEGIN")).raw(Step::Query(
-            &sql.queue_due_lock,
-            vec![p(to_i64(now.0)), p(limit)],
-        ));
+        batch.raw(Step::Simple("BEGIN"));
+        let db_time = self.inner.time_source == TimeSource::Database;
+        if db_time {
+            batch.raw(Step::Query(&sql.queue_due_lock_db, vec![p(limit)]));
+        } else {
+            batch.raw(Step::Query(
+                &sql.queue_due_lock,
+                vec![p(to_i64(now.0)), p(limit)],
+            ));
+        }
         tx.set_open(true);
         let raw = batch.run(tx, &mut view).await?;
         let rows = raw.get(1).map(Vec::as_slice).unwrap_or(&[]);
+        if db_time {
+            // No due row, no time (and nothing to lease).
+            if rows.is_empty() {
+                return self.commit(tx, &view, Changes::default(), Vec::new()).await;
+            }
+            now = self.database_time(rows.first(), QUEUE_DB_NOW_COL)?;
+        }
         let mut candidates = Vec::with_capacity(rows.len());
         for row in rows {
             match decode_queue(row) {
@@ -554,6 +615,31 @@ impl PostgresStore {
         self.commit(tx, &view, changes, leases).await
     }
 
+    /// The database's time in column `col` of `row`; remembers its offset to
+    /// the local clock for [`Store::now`].
+    fn database_time(
+        &self,
+        row: Option<&tokio_postgres::Row>,
+        col: usize,
+    ) -> Result<Timestamp, TxError> {
+        let ms: i64 = row
+            .ok_or_else(|| StoreError::Backend {
+                message: "internal: the database's clock was not read".into(),
+                source: None,
+            })?
+            .try_get(col)?;
+        let local = self.inner.clock.now();
+        self.inner
+            .db_offset_ms
+            .store(offset_ms(ms, local), Ordering::Relaxed);
+        pg::to_u64(ms).map(Timestamp).ok_or_else(|| {
+            TxError::Store(StoreError::Backend {
+                message: format!("the database's clock reads {ms} ms before 1970"),
+                source: None,
+            })
+        })
+    }
+
     async fn read_run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
         let client = self.client().await?;
         let rows = view::query(&client, &self.inner.sql.run_get, &[&Uuid(run.as_u128())])
@@ -569,6 +655,14 @@ impl PostgresStore {
             .map_err(|e| pg::backend("reading a run", e))?;
         Ok(!rows.is_empty())
     }
+}
+
+/// The column of `queue_due_lock_db` that holds the database's time.
+const QUEUE_DB_NOW_COL: usize = 9;
+
+/// `db` minus `local`, in milliseconds (saturating).
+fn offset_ms(db: i64, local: Timestamp) -> i64 {
+    db.saturating_sub(to_i64(local.0))
 }
 
 /// Sleeps a little longer after each failed attempt, with jitter so racing
@@ -759,6 +853,24 @@ impl Store for PostgresStore {
         .await
     }
 
+    /// One transaction: the run holding the token is locked, then the token's
+    /// row (which carries the webhook mode) is read again and checked, so a
+    /// token that changes hands meanwhile cannot take the request into a plain
+    /// hook.
+    async fn resume_webhook(
+        &self,
+        token: &HookToken,
+        payload: Payload,
+    ) -> Result<(Resumed, WebhookResponse), StoreError> {
+        self.write(
+            "resume_webhook",
+            Target::Token(token.clone()),
+            |run| vec![Key::Queue(run)],
+            |st| apply::resume_webhook(st, token, payload.clone()),
+        )
+        .await
+    }
+
     async fn wake(&self, run: RunId) -> Result<(), StoreError> {
         self.write(
             "wake",
@@ -824,8 +936,18 @@ impl Store for PostgresStore {
         Ok(due.and_then(pg::to_u64).map(Timestamp))
     }
 
+    /// With [`TimeSource::Database`], the local clock plus its offset to the
+    /// database's clock as last measured (by the latest write or lease); with
+    /// [`TimeSource::Clock`], the configured clock.
     fn now(&self) -> Timestamp {
-        self.inner.clock.now()
+        let local = self.inner.clock.now();
+        match self.inner.time_source {
+            TimeSource::Clock => local,
+            TimeSource::Database => {
+                let offset = self.inner.db_offset_ms.load(Ordering::Relaxed);
+                Timestamp(local.0.saturating_add_signed(offset))
+            }
+        }
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {

@@ -432,14 +432,21 @@ fn decode_token(row: &Row) -> Result<(HookToken, TokenOwner), StoreError> {
     let run: Uuid = col(row, 1, "token", &key)?;
     let hook: &str = col(row, 2, "token", &key)?;
     let hook = CorrelationId::new(hook).map_err(|e| corrupt("token", key(), e.to_string()))?;
+    let webhook: Option<&[u8]> = col(row, 3, "token", &key)?;
+    let webhook = webhook
+        .map(codec::decode_record)
+        .transpose()
+        .map_err(|source| StoreError::Corrupt {
+            what: "token",
+            key: key(),
+            source,
+        })?;
     Ok((
         t,
         TokenOwner {
             run_id: RunId::from_u128(run.0),
             hook,
-            // Not kept in the tokens table: resume_webhook reads the mode from
-            // the hook record (the Store trait's provided method).
-            webhook: None,
+            webhook,
         },
     ))
 }
@@ -594,12 +601,13 @@ pub(crate) fn write_steps<'a>(
             None => Step::Query(&sql.token_delete, vec![t]),
             Some(o) => {
                 let (run, hook) = (p(Uuid(o.run_id.as_u128())), p(o.hook.as_str().to_owned()));
+                let webhook = p(o.webhook.as_ref().map(codec::encode_record).transpose()?);
                 // A token this transaction saw taken (released and taken again
                 // in one batch) is updated; a free one is inserted, and the
                 // primary key turns a race with another run into a retry.
                 match view.tokens.get(token) {
-                    Some(Some(_)) => Step::Query(&sql.token_update, vec![t, run, hook]),
-                    _ => Step::Query(&sql.token_insert, vec![t, run, hook]),
+                    Some(Some(_)) => Step::Query(&sql.token_update, vec![t, run, hook, webhook]),
+                    _ => Step::Query(&sql.token_insert, vec![t, run, hook, webhook]),
                 }
             }
         });

@@ -1,8 +1,7 @@
 //! The conformance suite of `workflow_store` against a real PostgreSQL.
 //!
-//! Set `WORKFLOW_TEST_POSTGRES_URL` (for example
-//! `postgres://postgres@127.0.0.1:5432/test`) to run it; without it every test
-//! prints `SKIPPED` and passes. Each store the suite opens gets a schema of its
+//! On the server `WORKFLOW_TEST_POSTGRES_URL` names, or else on this binary's
+//! throwaway cluster (see `common::cluster`). Each store the suite opens gets a schema of its
 //! own, dropped when the test ends.
 
 mod common;

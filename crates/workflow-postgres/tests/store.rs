@@ -1,8 +1,9 @@
 //! `PostgresStore` behaviour beyond the conformance suite: connection errors,
 //! damaged rows, schema versions.
 //!
-//! The tests that need a server read `WORKFLOW_TEST_POSTGRES_URL` and print
-//! `SKIPPED` without it; the error-message tests need none.
+//! The tests that need a server use `WORKFLOW_TEST_POSTGRES_URL`, or else a
+//! throwaway cluster (`common::cluster`), also tested here; the error-message
+//! tests need none.
 
 mod common;
 
@@ -10,8 +11,10 @@ use std::sync::Arc;
 
 use common::{exec, url_or_skip, uuid_text, Schemas};
 use workflow_postgres::{PostgresConfig, PostgresStore};
-use workflow_store::conformance::{hook_created, new_run, step_created, START, TTL};
-use workflow_store::{Clock, ManualClock, RunQuery, Store, StoreError};
+use workflow_store::conformance::{
+    cid, hook_created, new_run, payload, step_created, token, START, TTL,
+};
+use workflow_store::{Clock, EventData, ManualClock, RunQuery, Store, StoreError, WebhookResponse};
 
 fn message(e: &StoreError) -> String {
     let mut s = e.to_string();
@@ -234,6 +237,7 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
         &format!(
             "ALTER TABLE \"{schema}\".queue DROP COLUMN parked;
              ALTER TABLE \"{schema}\".queue ALTER COLUMN due SET NOT NULL;
+             ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 2;"
         ),
     )
@@ -272,4 +276,130 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
         .await
         .expect("start again");
     assert_eq!(store.next_due().await.expect("next_due"), Some(at));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens() {
+    let Some(url) = url_or_skip("a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens")
+    else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let clock = Arc::new(ManualClock::new(START)) as Arc<dyn Clock>;
+    let schema = schemas.fresh();
+    let store = schemas.store(&schema, clock.clone()).await.expect("store");
+    let run = new_run(&store, "wf").await;
+    let mode = WebhookResponse::Manual { timeout_ms: 2500 };
+    store
+        .append(
+            run,
+            vec![
+                hook_created("hook:0", "plain"),
+                EventData::HookCreated {
+                    hook: cid("hook:1"),
+                    token: token("web"),
+                    metadata: None,
+                    webhook: Some(mode.clone()),
+                },
+            ],
+            None,
+        )
+        .await
+        .expect("hooks");
+    drop(store);
+    // Back to what version 2 made: no mode in the tokens table.
+    exec(
+        &url,
+        &format!(
+            "ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
+             DELETE FROM \"{schema}\".schema_migrations WHERE version >= 3;"
+        ),
+    )
+    .await
+    .expect("downgrade to version 2");
+    let store = schemas
+        .store(&schema, clock)
+        .await
+        .expect("migrate from version 2");
+    let (resumed, got) = store
+        .resume_webhook(&token("web"), payload(&"req"))
+        .await
+        .expect("the webhook's mode was carried over");
+    assert_eq!((resumed.run_id, got), (run, mode));
+    let r = store.resume_webhook(&token("plain"), payload(&"req")).await;
+    assert!(
+        matches!(r, Err(StoreError::HookNotFound { .. })),
+        "a plain hook became a webhook: {r:?}"
+    );
+    store
+        .resume_hook(&token("plain"), payload(&"x"))
+        .await
+        .expect("the plain hook still resumes");
+}
+
+/// Set for the child of the test below.
+const CLUSTER_CHILD_ENV: &str = "WORKFLOW_TEST_CLUSTER_CHILD";
+
+/// The child of the test below: starts a throwaway cluster, says where, and
+/// waits to be killed. In a normal test run it returns at once.
+#[test]
+fn throwaway_cluster_child() {
+    if std::env::var_os(CLUSTER_CHILD_ENV).is_none() {
+        return;
+    }
+    let cluster = common::cluster::shared().expect("a cluster");
+    println!("CLUSTER {} {}", cluster.pid, cluster.dir.display());
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not reaped yet).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split(' ').nth(2) == Some("Z"),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn the_throwaway_cluster_goes_when_its_test_process_is_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    if common::cluster::find_bindir().is_none() {
+        eprintln!(
+            "SKIPPED the_throwaway_cluster_goes_when_its_test_process_is_killed: no PostgreSQL \
+             server binaries"
+        );
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "throwaway_cluster_child", "--nocapture"])
+        .env_remove(common::URL_VAR)
+        .env(CLUSTER_CHILD_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .map(|l| l.expect("read"))
+        .find(|l| l.starts_with("CLUSTER "))
+        .expect("the child printed no cluster");
+    let mut parts = line.splitn(3, ' ').skip(1);
+    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).expect("pid");
+    let dir = std::path::PathBuf::from(parts.next().expect("dir"));
+    assert!(
+        dir.join("data").is_dir() && !exited(pid),
+        "no cluster running"
+    );
+    // SIGKILL: no destructor, no exit handler runs in the child.
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (dir.exists() || !exited(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(exited(pid), "the server outlived its test process");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

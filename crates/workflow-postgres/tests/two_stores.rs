@@ -1,7 +1,7 @@
 //! Two `PostgresStore`s (two pools, as two engine processes would have) on one
 //! schema, writing and leasing the same runs at once.
 //!
-//! Needs `WORKFLOW_TEST_POSTGRES_URL`; without it each test prints `SKIPPED`.
+//! On `WORKFLOW_TEST_POSTGRES_URL`, or else a throwaway cluster (`common::cluster`).
 
 mod common;
 
@@ -15,7 +15,9 @@ use workflow_postgres::PostgresStore;
 use workflow_store::conformance::{
     cid, hook_created, new_run, payload, step_created, token, START, TTL,
 };
-use workflow_store::{Change, Clock, EventData, EventKind, ManualClock, RunId, Store, StoreError};
+use workflow_store::{
+    Change, Clock, EventData, EventKind, ManualClock, RunId, Store, StoreError, WebhookResponse,
+};
 
 /// Two stores on one fresh schema, sharing a manual clock.
 async fn pair(schemas: &Schemas) -> (PostgresStore, PostgresStore, Arc<ManualClock>) {
@@ -545,4 +547,96 @@ async fn a_dropped_store_leases_pass_to_the_other_after_expiry() {
         .map(|l| l.run_id)
         .collect();
     assert_eq!(taken, runs, "a dead holder's runs were not taken over");
+}
+
+/// `hook_created` for `hook` with `tok`: a webhook (202 mode) or a plain hook.
+fn hook_with(hook: &str, tok: &str, webhook: bool) -> EventData {
+    EventData::HookCreated {
+        hook: cid(hook),
+        token: token(tok),
+        metadata: None,
+        webhook: webhook.then_some(WebhookResponse::Accepted),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_request_never_reaches_a_plain_hook_that_took_its_token() {
+    let Some(url) = url_or_skip("a_webhook_request_never_reaches_a_plain_hook_that_took_its_token")
+    else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    let (a, b, _) = pair(&schemas).await;
+    let run = new_run(&a, "wf").await;
+    a.append(run, vec![hook_with("hook:0", "flip", true)], None)
+        .await
+        .expect("first hook");
+    // Store a disposes the token's hook and recreates the token on a new hook
+    // in one write, alternating plain hooks and webhooks, while tasks on both
+    // stores send webhook requests to the token.
+    const FLIPS: usize = 300;
+    let flipper = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..FLIPS {
+                let next = format!("hook:{}", i + 1);
+                a.append(
+                    run,
+                    vec![
+                        EventData::HookDisposed {
+                            hook: cid(&format!("hook:{i}")),
+                        },
+                        hook_with(&next, "flip", (i + 1) % 2 == 0),
+                    ],
+                    None,
+                )
+                .await
+                .expect("flip");
+            }
+        })
+    };
+    let mut senders = Vec::new();
+    for t in 0..4 {
+        let store = if t % 2 == 0 { a.clone() } else { b.clone() };
+        let flipper_done = flipper.abort_handle();
+        senders.push(tokio::spawn(async move {
+            let mut resumed = Vec::new();
+            while !flipper_done.is_finished() {
+                match store.resume_webhook(&token("flip"), payload(&t)).await {
+                    Ok((r, mode)) => {
+                        assert_eq!(mode, WebhookResponse::Accepted);
+                        resumed.push(r.hook);
+                    }
+                    Err(StoreError::HookNotFound { .. }) => {}
+                    Err(e) => panic!("resume_webhook: {e}"),
+                }
+            }
+            resumed
+        }));
+    }
+    flipper.await.expect("flipper");
+    let webhooks: BTreeMap<_, _> = a
+        .list_hooks(run)
+        .await
+        .expect("hooks")
+        .into_iter()
+        .map(|h| (h.hook, h.webhook.is_some()))
+        .collect();
+    let mut resumed = 0;
+    for s in senders {
+        for hook in s.await.expect("sender") {
+            resumed += 1;
+            assert!(
+                webhooks[&hook],
+                "a webhook request was recorded into the plain hook {hook}"
+            );
+        }
+    }
+    assert!(resumed > 0, "no webhook request got through at all");
+    // The log agrees: every hook_received went to a webhook.
+    for e in b.read_log(run).await.expect("log") {
+        if let EventData::HookReceived { hook, .. } = &e.data {
+            assert!(webhooks[hook], "the log holds a request for plain {hook}");
+        }
+    }
 }

@@ -1,28 +1,49 @@
-//! Shared test set-up: the database URL, fresh schemas, and their clean-up.
+//! Shared test set-up: the database (given, or a throwaway cluster), fresh
+//! schemas, and their clean-up.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use tokio_postgres::NoTls;
-use workflow_postgres::{PostgresConfig, PostgresStore};
+use workflow_postgres::{PostgresConfig, PostgresStore, TimeSource};
 use workflow_store::{Clock, RunId, StoreError};
 
 /// The environment variable naming the test database.
 pub const URL_VAR: &str = "WORKFLOW_TEST_POSTGRES_URL";
 
-/// The test database's URL, or `None` (and a printed SKIPPED line) without it.
+/// The test database's URL: `WORKFLOW_TEST_POSTGRES_URL` if set, else this
+/// test binary's throwaway cluster ([`cluster::shared`]). `None` only when no
+/// PostgreSQL server binaries are installed; then the first test to ask says
+/// `SKIPPED` on stderr, once for the whole binary.
 pub fn url_or_skip(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            println!("SKIPPED {test}: {URL_VAR} not set");
-            // Also straight to stderr, past the test harness's capture, so the
-            // skip shows in a plain `cargo test` run.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {URL_VAR} not set");
-            None
+    if let Ok(url) = std::env::var(URL_VAR) {
+        if !url.trim().is_empty() {
+            return Some(url);
         }
     }
+    if let Some(cluster) = cluster::shared() {
+        return Some(cluster.url.clone());
+    }
+    static SKIP_NOTICE: Once = Once::new();
+    SKIP_NOTICE.call_once(|| {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        // Straight to stderr, past the test harness's capture.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{bar}\nSKIPPED: every PostgreSQL test of {binary} (first: {test}): no PostgreSQL \
+             server binaries (initdb, postgres) found via pg_config --bindir, PATH or \
+             /usr/lib/postgresql/*/bin, and {URL_VAR} is not set. Install PostgreSQL \
+             (e.g. apt-get install postgresql) or set {URL_VAR}.\n{bar}\n",
+            bar = "!".repeat(78)
+        );
+    });
+    None
 }
 
 /// A schema name no other test uses.
@@ -61,7 +82,8 @@ impl Schemas {
         name
     }
 
-    /// A store on `schema` with `clock`.
+    /// A store on `schema` whose times come from `clock` (the conformance
+    /// suite's manual clock decides lease expiry and due times).
     pub async fn store(
         &self,
         schema: &str,
@@ -71,6 +93,24 @@ impl Schemas {
             PostgresConfig::new(self.url.clone())
                 .schema(schema)
                 .clock(clock)
+                .time_source(TimeSource::Clock)
+                .pool_size(8),
+        )
+        .await
+    }
+
+    /// A store on `schema` whose times come from the database's clock;
+    /// `clock` only stands in for the host's clock between reads of it.
+    pub async fn store_on_database_time(
+        &self,
+        schema: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(
+            PostgresConfig::new(self.url.clone())
+                .schema(schema)
+                .clock(clock)
+                .time_source(TimeSource::Database)
                 .pool_size(8),
         )
         .await
