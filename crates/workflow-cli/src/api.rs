@@ -8,6 +8,7 @@
 //! | `GET /api/v1/runs/{id}/events` | a run's timeline |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run |
 //! | `POST /api/v1/runs/{id}/unblock` | retry a blocked run (409 if it is not blocked) |
+//! | `POST /api/v1/purge` | delete ended runs: `{"older_than_secs": 2592000, "status": "completed", "workflow": "…"}` |
 //! | `GET /api/v1/hooks` | live hooks and their tokens |
 //! | `POST /api/v1/hooks/{token}/resume` (JSON body) | resume a hook |
 //!
@@ -26,6 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::ops::{parse_status, OpError, Operations};
+use crate::view::PurgeRequest;
 
 /// Shared state of the admin API.
 #[derive(Clone, Debug)]
@@ -54,6 +56,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(ops: Operations) -> Router<S> {
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/runs/{id}/unblock", post(unblock))
+        .route("/api/v1/purge", post(purge))
         .route("/api/v1/hooks", get(hooks))
         .route("/api/v1/hooks/{token}/resume", post(resume))
         .with_state(Admin { ops })
@@ -99,6 +102,13 @@ async fn events(State(admin): State<Admin>, Path(id): Path<String>) -> Response 
 
 async fn cancel(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     match admin.ops.cancel(&id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn purge(State(admin): State<Admin>, Json(body): Json<PurgeRequest>) -> Response {
+    match admin.ops.purge(&body).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
 use crate::ops::OpError;
-use crate::view::{ActionView, EventView, HookView, RunView};
+use crate::view::{ActionView, EventView, HookView, PurgeRequest, PurgeView, RunView};
 
 /// Talks to the admin API at a base URL (`http://127.0.0.1:3000`).
 #[derive(Clone, Debug)]
@@ -136,6 +136,13 @@ impl RemoteClient {
     pub async fn cancel(&self, run: &str) -> Result<ActionView, OpError> {
         let path = format!("/api/v1/runs/{}/cancel", segment(run));
         self.call(http::Method::POST, &path, Some(serde_json::json!({})))
+            .await
+    }
+
+    /// Deletes ended runs that `req` selects.
+    pub async fn purge(&self, req: &PurgeRequest) -> Result<PurgeView, OpError> {
+        let body = serde_json::to_value(req).map_err(|e| OpError::BadRequest(e.to_string()))?;
+        self.call(http::Method::POST, "/api/v1/purge", Some(body))
             .await
     }
 

@@ -10,7 +10,7 @@ use workflow_cli::address;
 use workflow_cli::client::RemoteClient;
 use workflow_cli::ops::{parse_status, OpError, Operations};
 use workflow_cli::serve::{self, ServeOptions};
-use workflow_cli::view::{ActionView, EventView, HookView, RunView};
+use workflow_cli::view::{ActionView, EventView, HookView, PurgeRequest, RunView};
 use workflow_cli::CliError;
 use workflow_http::server;
 
@@ -75,6 +75,23 @@ enum Command {
         /// steps) before closing them.
         #[arg(long, default_value_t = server::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
         shutdown_timeout: u64,
+        /// Delete runs that ended longer ago than this (e.g. `30d`, `12h`),
+        /// checked at start and then hourly. Without it, runs are kept.
+        #[arg(long, value_parser = parse_age)]
+        retention: Option<Duration>,
+    },
+    /// Delete ended runs (completed, failed, cancelled) that ended longer ago
+    /// than `--older-than`: `workflow purge --older-than 30d --status completed`.
+    Purge {
+        /// How long ago a run must have ended (e.g. `30d`, `12h`, `90m`).
+        #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+        /// Only runs with this final status (completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
     },
     /// Start a run: `workflow start approve_order '{"id": 42, "amount_cents": 1999}'`.
     Start {
@@ -156,6 +173,12 @@ impl Target {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A duration such as `30d`, `12h`, `90m` or `45s`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: write a duration such as 30d, 12h, 90m or 45s"))
 }
 
 fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value, CliError> {
@@ -242,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             body_timeout,
             max_header_bytes,
             shutdown_timeout,
+            retention,
         } => {
             let limits = server::ServerLimits::new()
                 .with_max_connections(*max_connections)
@@ -254,6 +278,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 addr: *addr,
                 admin_token: cli.admin_token.clone(),
                 limits,
+                retention: *retention,
             })
             .await;
         }
@@ -300,6 +325,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Target::Remote(c) => c.start(workflow, &input).await?,
             };
             print_action(cli.json, "started", &a);
+        }
+        Command::Purge {
+            older_than,
+            status,
+            workflow,
+        } => {
+            let req = PurgeRequest {
+                older_than_secs: older_than.as_secs(),
+                workflow: workflow.clone(),
+                status: status.clone(),
+            };
+            let v = match &target {
+                Target::Local(ops) => ops.purge(&req).await?,
+                Target::Remote(c) => c.purge(&req).await?,
+            };
+            if cli.json {
+                print_json(&v)
+            } else {
+                println!("purged {} run(s)", v.purged);
+            }
         }
         Command::Runs { status, limit } => {
             let runs = match &target {

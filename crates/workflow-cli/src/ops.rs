@@ -1,10 +1,12 @@
 //! The operations the CLI offers, on an engine: shared by the local target
 //! (the data directory opened directly) and the admin API of `workflow serve`.
 
-use workflow_core::{Engine, EngineError, ResumeError};
+use std::time::Duration;
+
+use workflow_core::{Engine, EngineError, PurgeOptions, ResumeError};
 use workflow_store::{RunId, RunQuery, RunStatus, StoreError};
 
-use crate::view::{ActionView, EventView, HookView, RunView};
+use crate::view::{ActionView, EventView, HookView, PurgeRequest, PurgeView, RunView};
 
 /// Why an operation failed, with the HTTP status the admin API answers.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,25 @@ impl Operations {
             .limit(limit);
         let page = self.engine.store().list_runs(query).await?;
         Ok(page.iter().rev().map(RunView::from).collect())
+    }
+
+    /// Deletes ended runs that `req` selects (see `Engine::purge_runs`).
+    /// A status that is not final is a [`OpError::BadRequest`].
+    pub async fn purge(&self, req: &PurgeRequest) -> Result<PurgeView, OpError> {
+        let mut options = PurgeOptions::older_than(Duration::from_secs(req.older_than_secs));
+        if let Some(status) = req.status.as_deref().map(parse_status).transpose()? {
+            if !status.is_terminal() {
+                return Err(OpError::BadRequest(format!(
+                    "only ended runs are purged: use --status completed, failed or cancelled, not {status}"
+                )));
+            }
+            options = options.status(status);
+        }
+        if let Some(w) = &req.workflow {
+            options = options.workflow(w.clone());
+        }
+        let purged = self.engine.purge_runs(&options).await?;
+        Ok(PurgeView { purged })
     }
 
     /// A run's events.

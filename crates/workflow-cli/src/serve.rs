@@ -46,6 +46,32 @@ pub struct ServeOptions {
     /// Connection limits: read timeouts, the connection cap, head limits and
     /// the shutdown deadline ([`ServerLimits`]).
     pub limits: ServerLimits,
+    /// Delete runs that ended longer ago than this, at start and then
+    /// every [`RETENTION_INTERVAL`]; `None` keeps every run.
+    pub retention: Option<std::time::Duration>,
+}
+
+/// How often `serve --retention` purges.
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Purges runs older than `retention` now and then every
+/// [`RETENTION_INTERVAL`], until the returned task is aborted.
+fn retention_task(engine: Engine, retention: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let options = workflow_core::PurgeOptions::older_than(retention);
+        let mut every = tokio::time::interval(RETENTION_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match engine.purge_runs(&options).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, ?retention, "purged ended runs"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging ended runs failed; trying again later")
+                }
+            }
+        }
+    })
 }
 
 /// Opens the data directory as a sled store, with a message a person can act on.
@@ -140,6 +166,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     })?;
     let address_file = AddressFile::write(&opts.data, &ServerAddress::of_this_process(local))?;
     engine.start_workers();
+    let retention = opts.retention.map(|r| retention_task(engine.clone(), r));
     let app = app(&engine, &auth);
     let base = format!("http://{local}");
     println!(
@@ -168,6 +195,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     let served = workflow_http::server::serve(listener, app, opts.limits, shutdown).await;
     // No longer serving: the other commands must not look for it.
     drop(address_file);
+    if let Some(task) = retention {
+        task.abort();
+    }
     // Steps in flight may finish and be recorded, within the same deadline;
     // past it they are abandoned (they run again on the next start).
     if tokio::time::timeout(deadline, engine.shutdown())

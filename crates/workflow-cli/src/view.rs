@@ -10,6 +10,26 @@ use serde::{Deserialize, Serialize};
 
 pub use workflow_http::dashboard::views::{EventView, HookView, RunView};
 
+/// The answer to a purge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurgeView {
+    /// How many ended runs were deleted.
+    pub purged: u64,
+}
+
+/// What to purge, as the admin API takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurgeRequest {
+    /// Runs that ended longer ago than this many seconds.
+    pub older_than_secs: u64,
+    /// Only runs of this workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Only runs with this final status (completed, failed, cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 /// The answer to starting, resuming, cancelling or unblocking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionView {

@@ -395,3 +395,124 @@ fn start_with_a_wrong_typed_field_names_the_field_in_one_line() {
     let out = cli(&data, None, &["start", "approve_order", r#"{"id": 4}"#]);
     user_error(out, "missing field `amount_cents`");
 }
+
+#[test]
+fn purge_deletes_ended_runs_locally_and_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let start = |id: u32| {
+        let input = format!("{{\"id\": {id}, \"amount_cents\": 100}}");
+        let a = ok_json(cli(
+            data,
+            None,
+            &["--json", "start", "approve_order", &input],
+        ));
+        a["run"].as_str().unwrap().to_string()
+    };
+    let ended = start(1);
+    let live = start(2);
+    ok_json(cli(data, None, &["--json", "cancel", &ended]));
+
+    user_error(
+        cli(
+            data,
+            None,
+            &["purge", "--older-than", "0s", "--status", "running"],
+        ),
+        "only ended runs are purged",
+    );
+    let out = cli(data, None, &["purge", "--older-than", "eventually"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects a bad duration");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("30d"));
+
+    // Nothing ended a day ago; then everything that ended goes.
+    let v = ok_json(cli(data, None, &["--json", "purge", "--older-than", "1d"]));
+    assert_eq!(v["purged"], 0);
+    std::thread::sleep(Duration::from_millis(5));
+    let v = ok_json(cli(data, None, &["--json", "purge", "--older-than", "0s"]));
+    assert_eq!(v["purged"], 1);
+    let runs = ok_json(cli(data, None, &["runs", "--json"]));
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![live.as_str()]);
+
+    // Through a running server (which holds the directory).
+    let server = Server::start(data, "127.0.0.1:0");
+    let url = server.base.clone();
+    let out = cli(data, Some(&url), &["--json", "cancel", &live]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_status(data, &url, &live, "cancelled");
+    let v = ok_json(cli(
+        data,
+        Some(&url),
+        &[
+            "--json",
+            "purge",
+            "--older-than",
+            "0s",
+            "--status",
+            "cancelled",
+        ],
+    ));
+    assert_eq!(v["purged"], 1);
+    let runs = ok_json(cli(data, Some(&url), &["runs", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn serve_with_retention_purges_old_ended_runs_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let a = ok_json(cli(
+        data,
+        None,
+        &[
+            "--json",
+            "start",
+            "approve_order",
+            r#"{"id": 1, "amount_cents": 1}"#,
+        ],
+    ));
+    let ended = a["run"].as_str().unwrap().to_string();
+    ok_json(cli(data, None, &["--json", "cancel", &ended]));
+    let b = ok_json(cli(
+        data,
+        None,
+        &[
+            "--json",
+            "start",
+            "approve_order",
+            r#"{"id": 2, "amount_cents": 1}"#,
+        ],
+    ));
+    let live = b["run"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(5));
+
+    let server = Server::start_with(data, "127.0.0.1:0", &["--retention", "1ms"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = ok_json(cli(data, Some(&server.base), &["runs", "--json"]));
+        let ids: Vec<String> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        if ids == vec![live.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ended run was not purged: {ids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -32,7 +32,7 @@ pub mod webhook;
 
 pub use check::{ReplayMismatch, ReplayReport};
 pub use context::{Context, WorkflowRng};
-pub use engine::{Engine, EngineBuilder, EngineMetrics, EngineSettings};
+pub use engine::{Engine, EngineBuilder, EngineMetrics, EngineSettings, PurgeOptions};
 pub use error::{EngineError, NondeterminismError, StepError, StepResultExt, WorkflowError};
 pub use hook::{Hook, HookError, HookNext, HookOptions};
 pub use resume::{HookDefinition, ResumeError};

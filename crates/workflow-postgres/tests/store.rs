@@ -238,6 +238,8 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
             "ALTER TABLE \"{schema}\".queue DROP COLUMN parked;
              ALTER TABLE \"{schema}\".queue ALTER COLUMN due SET NOT NULL;
              ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
+             DROP INDEX \"{schema}\".runs_workflow_id;
+             DROP INDEX \"{schema}\".runs_workflow_status_id;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 2;"
         ),
     )
@@ -312,6 +314,8 @@ async fn a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens() {
         &url,
         &format!(
             "ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
+             DROP INDEX \"{schema}\".runs_workflow_id;
+             DROP INDEX \"{schema}\".runs_workflow_status_id;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 3;"
         ),
     )
