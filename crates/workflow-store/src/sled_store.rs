@@ -100,8 +100,11 @@
 //!   does both; [`SledConfig::fsync`]`(false)` trades that for speed.
 //! - sled writes values too large for a log segment (a tree node above about
 //!   128 KiB, i.e. a payload of that size) to separate blob files, which it
-//!   never `fsync`s: against a power cut those are covered only by sled's
-//!   background `fsync`, not at acknowledgement.
+//!   never `fsync`s. With `fsync` on, the store `fsync`s every blob file sled
+//!   wrote for a batch, and the blob directory, before the flush that makes
+//!   the log entries pointing at them durable; so large payloads (up to the
+//!   1 MiB webhook body limit and beyond) are as durable at acknowledgement
+//!   as small ones.
 //!
 //! Hence after a crash of the process (and, with `fsync`, of the machine):
 //!
@@ -224,7 +227,7 @@ mod visibility;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -366,8 +369,8 @@ impl SledConfig {
 /// - **After a crash** (of the process; with `fsync` also of the machine)
 ///   nothing acknowledged is lost. A write that was not yet acknowledged may or
 ///   may not be there, but whole or not at all: logs stay gapless and
-///   projections agree with them. (Payloads of over about 128 KiB go to sled
-///   blob files that sled does not `fsync`; see the `sled_store` source docs.)
+///   projections agree with them. Large payloads, which sled keeps in blob
+///   files of their own, included: the store `fsync`s those too.
 /// - A record that fails to decode is [`StoreError::Corrupt`] for the
 ///   operations that read it; other runs stay readable.
 /// - **Damaged files** give typed errors, never a panic: sled's checksum
@@ -403,6 +406,9 @@ struct Inner {
     trees: Trees,
     /// sled's data file, to `fsync` after each flush (`None`: `fsync` is off).
     data_file: Option<std::fs::File>,
+    /// The newest blob file `fsync`ed (sled names them by log position),
+    /// and how many have been; `None` when `fsync` is off.
+    blobs: Option<Mutex<BlobSync>>,
     path: PathBuf,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
@@ -489,6 +495,7 @@ impl SledStore {
             inner: Arc::new(Inner {
                 db,
                 trees,
+                blobs: data_file.as_ref().map(|_| Mutex::new(BlobSync::default())),
                 data_file,
                 path,
                 clock,
@@ -864,12 +871,14 @@ impl Inner {
         });
     }
 
-    /// Makes every committed write durable: sled's flush, then (unless
-    /// disabled) an `fsync` of sled's data file.
+    /// Makes every committed write durable: (unless `fsync` is off) an
+    /// `fsync` of the blob files sled wrote for it, then sled's flush, then an
+    /// `fsync` of sled's data file.
     fn flush(&self) -> Result<(), StoreError> {
         let failed = |e: &dyn fmt::Display| {
             tracing::error!(path = %self.path.display(), error = %e, "flushing the sled log failed");
         };
+        self.sync_new_blobs().inspect_err(|e| failed(e))?;
         self.db.flush().map_err(|e| {
             failed(&e);
             match damage::sled_error(&self.path, "flushing the sled log to disk", None, e) {
@@ -894,6 +903,92 @@ impl Inner {
             })?;
         }
         Ok(())
+    }
+}
+
+/// What [`Inner::sync_new_blobs`] has done so far.
+#[derive(Debug, Default)]
+struct BlobSync {
+    /// The log position (file name) of the newest blob file synced.
+    newest: Option<u64>,
+    /// Blob files synced since the store was opened.
+    synced: u64,
+}
+
+impl Inner {
+    /// `fsync`s the blob files sled wrote since the last call, and the blob
+    /// directory, before the flush that makes the log entries pointing at
+    /// them durable.
+    ///
+    /// sled keeps a value (or a tree node) larger than a quarter of a log
+    /// segment (about 128 KiB) in a file of its own under `blobs/`, named by
+    /// its log position, and never `fsync`s it: without this an acknowledged
+    /// large payload could be lost in a power cut, and its log entry would
+    /// point at a damaged file. Positions only grow, so the files newer than
+    /// the newest one synced are the new ones; the directory is one short
+    /// listing (sled removes blobs it no longer needs).
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        let Some(blobs) = &self.blobs else {
+            return Ok(());
+        };
+        let mut state = blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = self.path.join("blobs");
+        let failed = |what: &str, path: &Path, e: std::io::Error| {
+            StoreError::backend(
+                format!(
+                    "{what} {} failed: the write is not known to be durable: {e}",
+                    path.display()
+                ),
+                e,
+            )
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed("listing sled's blob directory", &dir, e)),
+        };
+        let mut newest = state.newest;
+        let mut synced = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| failed("listing sled's blob directory", &dir, e))?;
+            let Some(lsn) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if state.newest.is_some_and(|n| lsn <= n) {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::File::open(&path) {
+                Ok(f) => f
+                    .sync_all()
+                    .map_err(|e| failed("fsync of sled's blob", &path, e))?,
+                // Removed by sled meanwhile: nothing to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed("opening sled's blob", &path, e)),
+            }
+            newest = Some(newest.map_or(lsn, |n| n.max(lsn)));
+            synced += 1;
+        }
+        if synced > 0 {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| failed("fsync of sled's blob directory", &dir, e))?;
+            state.newest = newest;
+            state.synced += synced;
+        }
+        Ok(())
+    }
+
+    /// Blob files synced since the store was opened (for tests).
+    #[cfg(test)]
+    fn blobs_synced(&self) -> u64 {
+        self.blobs.as_ref().map_or(0, |b| {
+            b.lock().unwrap_or_else(PoisonError::into_inner).synced
+        })
     }
 }
 

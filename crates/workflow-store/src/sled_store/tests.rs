@@ -953,3 +953,73 @@ fn a_layout_1_store_gets_its_workflow_index_when_opened() {
         assert_eq!(version, u64::from(layout::LAYOUT_VERSION));
     });
 }
+
+#[test]
+fn a_large_payload_is_in_a_synced_blob_file_when_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let run = RunId::new();
+    // 1 MiB, the webhook body limit: far above sled's blob threshold.
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let payload = Payload::encode(&serde_bytes_like(&big)).unwrap();
+    rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        store.create_run(new_run(run)).await.unwrap();
+        assert_eq!(store.inner.blobs_synced(), 0);
+        store
+            .append(
+                run,
+                vec![EventData::StepCreated {
+                    step: cid("step:0"),
+                    name: "upload".into(),
+                    input_digest: None,
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .append(
+                run,
+                vec![EventData::StepCompleted {
+                    step: cid("step:0"),
+                    result: payload.clone(),
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        // Acknowledged: sled put it in a blob file, and the store synced it.
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        assert!(blobs >= 1, "sled wrote no blob file for 1 MiB");
+        assert!(
+            store.inner.blobs_synced() >= 1,
+            "the blob file was not synced before the write was acknowledged"
+        );
+        // Nothing new: the next small write syncs no blob.
+        let before = store.inner.blobs_synced();
+        store.wake(run).await.unwrap();
+        assert_eq!(store.inner.blobs_synced(), before);
+    });
+    rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        let log = store.read_log(run).await.unwrap();
+        match &log[2].data {
+            EventData::StepCompleted { result, .. } => assert_eq!(result, &payload),
+            other => panic!("expected the completed step, got {other:?}"),
+        }
+    });
+}
+
+/// Bytes as a serde byte string (CBOR bytes, not an array of numbers).
+fn serde_bytes_like(b: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(b)
+}
+
+#[test]
+fn without_fsync_no_blob_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(SledConfig::new(dir.path()).fsync(false)).unwrap();
+    assert!(store.inner.blobs.is_none());
+    assert_eq!(store.inner.blobs_synced(), 0);
+}
