@@ -76,15 +76,30 @@
 //! one. Sharing only the flush would not do with sled 0.34, where every
 //! transaction writes out sled's log buffer by itself.
 //!
-//! # Leases are durable too
+//! # Leases in a single-process store
 //!
-//! Lease writes (`lease_due`, `renew_lease`, `release_lease`) are flushed like
-//! every other write, so the rule has no exception: what was acknowledged
-//! survives. For leases that is cheap insurance rather than a necessity (a crash
-//! kills the lease holder along with its lease), but it means that a run
-//! released before a crash is not held back after it by a lease that reappears
-//! until it expires. `lease_due` queues one write per due run, together, so they
-//! share one commit and one flush.
+//! A directory is opened by one process, so a lease never keeps another
+//! process out: after a crash every lease is dead. Which lease writes still
+//! need to be durable at acknowledgement?
+//!
+//! - **Taking a lease** (`lease_due`): yes. The engine runs a step's body
+//!   before anything of it is recorded (creation, attempt and result are one
+//!   write), so the lease is the only durable trace that a run was being
+//!   driven when the process died. The next lease on that run says so
+//!   ([`Lease::taken_over`]) and the engine charges the attempts that may have
+//!   been running as lost; a lease lost in the crash would let a step with
+//!   `max_attempts(1)` run twice. `lease_due` queues one write per due run,
+//!   together, so they share one commit and one flush.
+//! - **Releasing a lease**: yes. A release lost in a crash would make the next
+//!   lease look like a takeover, and charge a lost attempt to a step that
+//!   never ran.
+//! - **Renewing a lease**: no. Only the expiry changes; no other process reads
+//!   it, and after a crash an older expiry only lets the run be taken over
+//!   sooner. The lease itself, durable since it was taken, still marks the
+//!   takeover. So a renewal is acknowledged once committed, without a flush
+//!   of its own; the next flush (of any write: sled writes its log in order)
+//!   makes it durable. A renewal costs no `fsync`, so a long step no longer
+//!   makes its run wait on the disk every `ttl/3`.
 //!
 //! # What a crash may lose
 //!
@@ -419,6 +434,9 @@ struct Inner {
     poison: Poison,
     /// The background `fsync` with `fsync` off; stops when dropped.
     _background: Option<BackgroundSync>,
+    /// Flushes so far (for tests).
+    #[cfg(test)]
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for SledStore {
@@ -504,6 +522,8 @@ impl SledStore {
                 gate: Gate::default(),
                 poison: Poison::default(),
                 _background: background,
+                #[cfg(test)]
+                flushes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -878,6 +898,9 @@ impl Inner {
         let failed = |e: &dyn fmt::Display| {
             tracing::error!(path = %self.path.display(), error = %e, "flushing the sled log failed");
         };
+        #[cfg(test)]
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sync_new_blobs().inspect_err(|e| failed(e))?;
         self.db.flush().map_err(|e| {
             failed(&e);
@@ -1152,10 +1175,15 @@ impl Store for SledStore {
         }
     }
 
+    /// Renews without waiting for a flush: see "Leases" in the module docs.
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.inner.poison.check(&self.inner.path)?;
         let lease = lease.clone();
-        self.write(move |st| apply::renew_lease(st, &lease, ttl))
-            .await
+        let (job, done) = Job::unflushed(move |st| apply::renew_lease(st, &lease, ttl));
+        self.commit(vec![job]);
+        let (value, notify) = done.outcome().await?;
+        self.publish(notify);
+        Ok(value)
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -1023,3 +1023,50 @@ fn without_fsync_no_blob_is_synced() {
     assert!(store.inner.blobs.is_none());
     assert_eq!(store.inner.blobs_synced(), 0);
 }
+
+#[test]
+fn renewals_are_not_flushed_and_become_durable_with_the_next_flush() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let run = RunId::new();
+    let renewed = rt.block_on(async {
+        let (store, clock) = open_manual(dir.path());
+        store.create_run(new_run(run)).await.unwrap();
+        let lease = store
+            .lease_due(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        let flushes = store.inner.flushes.load(Ordering::Relaxed);
+        let mut renewed = lease.clone();
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(1));
+            renewed = store
+                .renew_lease(&renewed, Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.inner.flushes.load(Ordering::Relaxed),
+            flushes,
+            "a renewal flushed"
+        );
+        assert_eq!(
+            queue_entry(&store, run).unwrap().lease.unwrap().expires_at,
+            renewed.expires_at
+        );
+        // Any flushed write after it carries it to disk.
+        store
+            .append(run, vec![EventData::RunStarted], Some(lease.id))
+            .await
+            .unwrap();
+        assert_eq!(store.inner.flushes.load(Ordering::Relaxed), flushes + 1);
+        renewed
+    });
+    rt.block_on(async {
+        let (store, _) = open_manual(dir.path());
+        let held = queue_entry(&store, run).unwrap().lease.unwrap();
+        assert_eq!(held.expires_at, renewed.expires_at);
+    });
+}

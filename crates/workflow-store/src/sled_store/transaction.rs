@@ -72,6 +72,9 @@ type Outcome = Result<(Box<dyn Any + Send>, Vec<Change>), StoreError>;
 /// One write waiting for a group commit.
 pub(crate) struct Job {
     op: Box<ErasedOp>,
+    /// Whether the job is acknowledged only once flushed (all but lease
+    /// renewals, see [`Job::unflushed`]).
+    flush: bool,
     /// Where the outcome goes; dropped uncompleted if the commit panicked.
     done: Mutex<Option<oneshot::Sender<Outcome>>>,
 }
@@ -90,6 +93,7 @@ impl Job {
         let (tx, rx) = oneshot::channel();
         let job = Arc::new(Job {
             op: Box::new(move |st| op(st).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+            flush: true,
             done: Mutex::new(Some(tx)),
         });
         (
@@ -99,6 +103,24 @@ impl Job {
                 value: PhantomData,
             },
         )
+    }
+
+    /// Like [`Job::new`], for a write that need not be durable when it is
+    /// acknowledged: a batch of such jobs only is committed without a flush
+    /// (the next flush, of any batch, makes it durable, sled's log being
+    /// written in order). Used for lease renewals; see `SledStore::renew_lease`.
+    pub(crate) fn unflushed<T: Send + 'static>(
+        op: impl WriteOp<T> + Send + Sync + 'static,
+    ) -> (Arc<Job>, Completion<T>) {
+        let (job, done) = Job::new(op);
+        let job = match Arc::try_unwrap(job) {
+            Ok(mut job) => {
+                job.flush = false;
+                Arc::new(job)
+            }
+            Err(job) => job,
+        };
+        (job, done)
     }
 
     fn complete(&self, outcome: Outcome) {
@@ -138,7 +160,8 @@ impl<T: 'static> Completion<T> {
 
 /// Commits a batch of jobs: runs each job's rules at time `now`, in order, in
 /// one sled transaction over all write trees (each job sees the writes of the
-/// jobs before it), then makes it durable with `flush`, then completes every job.
+/// jobs before it), then makes it durable with `flush` (unless every job of
+/// the batch is [`Job::unflushed`]), then completes every job.
 ///
 /// A job whose rules fail writes nothing and gets its own error; the others
 /// are unaffected. A failure of sled itself (in the transaction or the flush)
@@ -163,8 +186,11 @@ pub(crate) fn commit_batch(
     };
     #[cfg(test)]
     gate.pause.point();
+    let must_flush = jobs.iter().any(|j| j.flush);
     let flushed = transacted.and_then(|outcomes| {
-        flush()?;
+        if must_flush {
+            flush()?;
+        }
         Ok(outcomes)
     });
     match flushed {
