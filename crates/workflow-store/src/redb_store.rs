@@ -33,13 +33,13 @@
 //! `wake`, and the lease operations) runs the shared rules of [`crate::apply`]
 //! inside a redb write transaction and writes the events, their projections
 //! and both indexes in it, all or nothing. The transaction is committed with
-//! [`redb::Durability::Immediate`]: redb writes the data, `fsync`s the file,
-//! then switches its header to the new commit and `fsync`s again (or uses
-//! its checksummed one-phase commit). **A write is acknowledged (its future
-//! resolves `Ok`) only after that commit has returned**, and its change
-//! notifications are published only after the commit too. So an
-//! acknowledged write survives a crash of the process and of the machine (as
-//! far as the disk honours `fsync`).
+//! [`redb::Durability::Immediate`]: before the commit returns, redb has
+//! written the transaction's pages and the header that points at them and
+//! `fsync`ed the file (its one-phase commit with checksums; redb 4's
+//! default). **A write is acknowledged (its future resolves `Ok`) only after
+//! that commit has returned**, and its change notifications are published
+//! only after the commit too. So an acknowledged write survives a crash of
+//! the process and of the machine (as far as the disk honours `fsync`).
 //!
 //! A write that was not acknowledged when the crash came (its future was
 //! pending or dropped; dropping it does not cancel a queued write) may or may
