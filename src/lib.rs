@@ -6,8 +6,8 @@
 //! - the engine and the workflow API from `workflow-core` ([`Engine`],
 //!   [`Context`], steps, sleeps, hooks, webhooks), at the top level;
 //! - the event log from `workflow-store` as [`store`], with the backends
-//!   [`MemoryStore`] and (feature `sled`, on by default) `SledStore` also at
-//!   the top level;
+//!   [`MemoryStore`], (feature `sled`, on by default) `SledStore` and
+//!   (feature `redb`) `RedbStore` also at the top level;
 //! - (features `hyper`, `axum`, `warp`, `dashboard`) the webhook adapters and
 //!   the runs dashboard of `workflow-http` as `http`;
 //! - (feature `postgres`) `PostgresStore` from `workflow-postgres` as `postgres`.
@@ -19,6 +19,8 @@
 pub use workflow_core::*;
 /// The event log: data model, codec, the `Store` trait and its backends.
 pub use workflow_store as store;
+#[cfg(feature = "redb")]
+pub use workflow_store::RedbStore;
 #[cfg(feature = "sled")]
 pub use workflow_store::SledStore;
 pub use workflow_store::{MemoryStore, RunId, RunStatus, Store};

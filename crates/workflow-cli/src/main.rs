@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use workflow_cli::address;
 use workflow_cli::client::RemoteClient;
 use workflow_cli::ops::{parse_status, OpError, Operations};
-use workflow_cli::serve::{self, ServeOptions};
+use workflow_cli::serve::{self, ServeOptions, StoreKind};
 use workflow_cli::view::{ActionView, EventView, HookView, PurgeRequest, RunView};
 use workflow_cli::CliError;
 use workflow_http::server;
@@ -25,7 +25,7 @@ const DEFAULT_ADDR: &str = "127.0.0.1:3000";
     about = "Durable workflows on sled: serve the examples, inspect and drive runs"
 )]
 struct Cli {
-    /// The sled data directory.
+    /// The data directory.
     #[arg(
         long,
         global = true,
@@ -33,6 +33,10 @@ struct Cli {
         default_value = "./workflow-data"
     )]
     data: PathBuf,
+    /// The store of a new data directory: sled (the default) or redb. An
+    /// existing directory is opened with the store it holds.
+    #[arg(long, global = true, env = "WORKFLOW_STORE", value_enum)]
+    store: Option<StoreKind>,
     /// Talk to the server at this URL (e.g. http://127.0.0.1:3000) instead of
     /// opening the data directory. Without it, when the directory is held by a
     /// running server, commands talk to the address that server wrote into it
@@ -156,7 +160,7 @@ impl Target {
                 cli.admin_token.clone(),
             ))));
         }
-        match serve::open_store(&cli.data) {
+        match serve::open_store(&cli.data, cli.store) {
             Ok(store) => Ok(Target::Local(Operations::new(serve::engine(store)))),
             Err(CliError::Locked { .. }) => {
                 let found = address::find_server(&cli.data, address::STARTUP_WAIT).await?;
@@ -275,6 +279,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .with_shutdown_timeout(Duration::from_secs(*shutdown_timeout));
             return serve::serve(ServeOptions {
                 data: cli.data.clone(),
+                store: cli.store,
                 addr: *addr,
                 admin_token: cli.admin_token.clone(),
                 limits,
@@ -283,7 +288,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await;
         }
         Command::CheckReplay => {
-            let engine = serve::engine(serve::open_store(&cli.data)?);
+            let engine = serve::engine(serve::open_store(&cli.data, cli.store)?);
             let report = engine
                 .check_replay()
                 .await

@@ -18,12 +18,13 @@
 //! into the data directory ([`crate::address`]) for the other commands.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use workflow_core::Engine;
 use workflow_http::dashboard::{AdminAuth, DashboardConfig};
 use workflow_http::server::ServerLimits;
-use workflow_store::{SledStore, StoreError};
+use workflow_store::{RedbStore, SledStore, Store, StoreError};
 
 use crate::address::{self, AddressFile, ServerAddress};
 use crate::error::CliError;
@@ -36,8 +37,11 @@ pub const DASHBOARD_PATH: &str = workflow_http::dashboard::DEFAULT_PREFIX;
 /// Options of `workflow serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The sled data directory.
+    /// The data directory.
     pub data: PathBuf,
+    /// The store to create in a new data directory (an existing one is
+    /// opened with the store it holds).
+    pub store: Option<StoreKind>,
     /// Where to listen.
     pub addr: SocketAddr,
     /// Bearer token required by the admin API and the dashboard; required
@@ -74,9 +78,61 @@ fn retention_task(engine: Engine, retention: std::time::Duration) -> tokio::task
     })
 }
 
-/// Opens the data directory as a sled store, with a message a person can act on.
-pub fn open_store(data: &std::path::Path) -> Result<SledStore, CliError> {
-    SledStore::open(data).map_err(|e| match e {
+/// Which embedded store a data directory holds (`--store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// `SledStore` (the default): sled's files (`conf`, `db`, `blobs/`).
+    Sled,
+    /// `RedbStore`: one redb database file, `workflow.redb`.
+    Redb,
+}
+
+impl StoreKind {
+    /// The store a directory already holds, by its files; `None` for a new
+    /// (or empty) directory.
+    pub fn found_in(data: &Path) -> Option<StoreKind> {
+        if data.join(workflow_store::RedbConfig::FILE_NAME).exists() {
+            Some(StoreKind::Redb)
+        } else if data.join("db").exists() || data.join("conf").exists() {
+            Some(StoreKind::Sled)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sled => "sled",
+            StoreKind::Redb => "redb",
+        }
+    }
+}
+
+/// Opens the data directory with the store it holds, or, for a new
+/// directory, the one `wanted` names (sled by default), with a message a
+/// person can act on. Asking for one kind on a directory that holds the other
+/// is an error rather than a second, empty store beside the first.
+pub fn open_store(data: &Path, wanted: Option<StoreKind>) -> Result<Arc<dyn Store>, CliError> {
+    let found = StoreKind::found_in(data);
+    let kind = match (found, wanted) {
+        (Some(f), Some(w)) if f != w => {
+            return Err(CliError::Open {
+                path: data.display().to_string(),
+                message: format!(
+                    "it holds a {} store, not a {} one: drop --store, or use another directory",
+                    f.name(),
+                    w.name()
+                ),
+            })
+        }
+        (Some(f), _) => f,
+        (None, w) => w.unwrap_or(StoreKind::Sled),
+    };
+    let opened: Result<Arc<dyn Store>, StoreError> = match kind {
+        StoreKind::Sled => SledStore::open(data).map(|s| Arc::new(s) as Arc<dyn Store>),
+        StoreKind::Redb => RedbStore::open(data).map(|s| Arc::new(s) as Arc<dyn Store>),
+    };
+    opened.map_err(|e| match e {
         StoreError::Locked { .. } => CliError::Locked {
             path: data.display().to_string(),
         },
@@ -88,7 +144,7 @@ pub fn open_store(data: &std::path::Path) -> Result<SledStore, CliError> {
 }
 
 /// The engine with the example workflows on `store`.
-pub fn engine(store: SledStore) -> Engine {
+pub fn engine(store: Arc<dyn Store>) -> Engine {
     crate::workflows::register(Engine::builder(store)).build()
 }
 
@@ -150,7 +206,7 @@ pub fn app(engine: &Engine, auth: &AdminAuth) -> axum::Router {
 /// and as long again for running steps.
 pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     let auth = admin_auth(opts.addr, opts.admin_token.as_deref())?;
-    let store = open_store(&opts.data)?;
+    let store = open_store(&opts.data, opts.store)?;
     // The directory is ours: an address file in it is a crashed server's.
     address::remove_stale(&opts.data);
     let engine = engine(store);

@@ -243,7 +243,7 @@ fn check_replay_detects_a_changed_workflow() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Record a finished flaky_job run with this binary's workflows.
-        let engine = workflow_cli::serve::engine(workflow_cli::serve::open_store(&data).unwrap());
+        let engine = workflow_cli::serve::engine(workflow_cli::serve::open_store(&data, None).unwrap());
         engine.start_workers();
         let run = engine
             .start(
@@ -262,7 +262,7 @@ fn check_replay_detects_a_changed_workflow() {
     assert_eq!(report["checked"], 1);
     // Code that changed the first step's name does not.
     rt.block_on(async {
-        let store = workflow_cli::serve::open_store(&data).unwrap();
+        let store = workflow_cli::serve::open_store(&data, None).unwrap();
         let changed = Engine::builder(store)
             .workflow(
                 "flaky_job",
@@ -289,7 +289,7 @@ fn unblock_retries_a_blocked_run_and_refuses_other_runs() {
     // does not: started, never driven.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let retired = rt.block_on(async {
-        let store = workflow_cli::serve::open_store(&data).unwrap();
+        let store = workflow_cli::serve::open_store(&data, None).unwrap();
         let old = Engine::builder(store)
             .workflow(
                 "retired_job",
@@ -515,4 +515,36 @@ fn serve_with_retention_purges_old_ended_runs_at_start() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_redb_data_directory_is_served_and_found_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, "127.0.0.1:0", &["--store", "redb"]);
+    assert!(
+        data.join("workflow.redb").exists(),
+        "redb's file is in the directory"
+    );
+    assert!(!data.join("db").exists(), "no sled files beside it");
+    let a = ok_json(cli(
+        &data,
+        Some(&server.base),
+        &[
+            "--json",
+            "start",
+            "approve_order",
+            r#"{"id": 3, "amount_cents": 9}"#,
+        ],
+    ));
+    let run = a["run"].as_str().unwrap().to_string();
+    drop(server);
+
+    // Without --store the directory is opened as the redb store it is.
+    let runs = ok_json(cli(&data, None, &["runs", "--json"]));
+    assert_eq!(runs[0]["id"], run.as_str());
+    user_error(
+        cli(&data, None, &["--store", "sled", "runs"]),
+        "holds a redb store, not a sled one",
+    );
 }

@@ -8,7 +8,8 @@
 //! - [`codec`]: CBOR records in a versioned envelope;
 //! - [`Store`]: the trait a backend implements, with the invariants it keeps;
 //! - [`apply`]: those invariants, written once, for backends to reuse;
-//! - [`MemoryStore`] and (feature `sled`) [`SledStore`];
+//! - [`MemoryStore`], (feature `sled`) [`SledStore`] and (feature `redb`)
+//!   [`RedbStore`];
 //! - [`faults`]: a wrapper that injects failures, timeouts and delays;
 //! - (feature `conformance`) `conformance`: the property-based suite any backend runs.
 //!
@@ -26,6 +27,10 @@ mod memory;
 pub mod record;
 mod store;
 
+#[cfg(any(feature = "sled", feature = "redb"))]
+mod kv;
+#[cfg(feature = "redb")]
+mod redb_store;
 #[cfg(feature = "sled")]
 mod sled_store;
 
@@ -47,5 +52,7 @@ pub use record::{
 };
 pub use store::{purge_candidates, Store, READ_PAGE};
 
+#[cfg(feature = "redb")]
+pub use redb_store::{RedbConfig, RedbStore};
 #[cfg(feature = "sled")]
 pub use sled_store::{SledConfig, SledStore};

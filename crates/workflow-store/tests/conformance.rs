@@ -64,3 +64,61 @@ impl Backend for SledBackend {
 }
 
 workflow_store::conformance_tests!(sled, super::SledBackend::default());
+
+/// Fresh redb stores, each in its own temporary directory (removed on drop).
+#[cfg(feature = "redb")]
+#[derive(Default)]
+struct RedbBackend {
+    dirs: Mutex<Vec<tempfile::TempDir>>,
+}
+
+#[cfg(feature = "redb")]
+#[async_trait]
+impl Backend for RedbBackend {
+    type Store = workflow_store::RedbStore;
+
+    async fn open(&self, clock: Arc<dyn Clock>) -> Result<Self::Store, StoreError> {
+        use workflow_store::{RedbConfig, RedbStore};
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend("temporary directory", e))?;
+        // A small cache: the suite opens many stores at once.
+        let config = RedbConfig::new(dir.path()).clock(clock).cache_size(4 << 20);
+        let store = RedbStore::open_with(config)?;
+        self.dirs.lock().unwrap().push(dir);
+        Ok(store)
+    }
+
+    async fn reopen(
+        &self,
+        store: Self::Store,
+        clock: Arc<dyn Clock>,
+    ) -> Option<Result<Self::Store, StoreError>> {
+        use workflow_store::{RedbConfig, RedbStore};
+        let path: PathBuf = store.path().to_path_buf();
+        drop(store);
+        let config = RedbConfig::new(path).clock(clock).cache_size(4 << 20);
+        Some(RedbStore::open_with(config))
+    }
+
+    async fn corrupt_event(&self, store: &Self::Store, run: RunId, seq: u64) -> bool {
+        use ::redb::ReadableTable;
+        let mut key = run.to_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        let events = ::redb::TableDefinition::<&[u8], &[u8]>::new("events");
+        let txn = store.raw_db().begin_write().expect("write transaction");
+        {
+            let mut table = txn.open_table(events).expect("events table");
+            assert!(
+                table.get(key.as_slice()).expect("read").is_some(),
+                "no event at {run}/{seq} to damage"
+            );
+            table
+                .insert(key.as_slice(), &b"\xCE\x01\xff\x00 damaged"[..])
+                .expect("damage");
+        }
+        txn.commit().expect("commit the damage");
+        true
+    }
+}
+
+#[cfg(feature = "redb")]
+workflow_store::conformance_tests!(redb, super::RedbBackend::default());

@@ -124,15 +124,10 @@ impl Inner {
         }
         // The index that answers the query, as a key prefix in a tree: run ids
         // follow the prefix, so the cursor is the prefix plus an id.
-        let (tree, name, prefix): (&sled::Tree, &'static str, Vec<u8>) =
-            match (&query.workflow, query.status) {
-                (Some(w), status) => (
-                    &self.trees.workflows,
-                    layout::WORKFLOWS,
-                    layout::workflow_prefix(w, status),
-                ),
-                (None, Some(status)) => (&self.trees.status, layout::STATUS, vec![status.code()]),
-                (None, None) => (&self.trees.runs, layout::RUNS, Vec::new()),
+        let (tree, name, prefix) =
+            match crate::kv::listing_index(query.status, query.workflow.as_deref()) {
+                Some((table, prefix)) => (self.trees.table(table), table.name(), prefix),
+                None => (&self.trees.runs, layout::RUNS, Vec::new()),
             };
         let key = |id: RunId| {
             let mut k = prefix.clone();

@@ -18,11 +18,11 @@ use tokio::sync::oneshot;
 use super::damage;
 use super::layout::{self, decode, decode_event};
 use super::visibility::{Footprint, Gate};
-use crate::apply::{Changes, ReadView, Staged};
-use crate::codec;
+use crate::apply::{ReadView, Staged};
 use crate::error::StoreError;
 use crate::event::{Event, Timestamp};
 use crate::id::{CorrelationId, HookToken, RunId};
+use crate::kv::{encode_changes, Table, Write};
 use crate::record::{Change, HookRecord, OpState, QueueEntry, RunRecord, TokenOwner};
 
 /// The trees a write transaction spans.
@@ -36,6 +36,23 @@ pub(crate) struct Trees {
     pub(crate) due: Tree,
     pub(crate) status: Tree,
     pub(crate) workflows: Tree,
+}
+
+impl Trees {
+    /// The tree of `table`.
+    pub(crate) fn table(&self, table: Table) -> &Tree {
+        match table {
+            Table::Runs => &self.runs,
+            Table::Events => &self.events,
+            Table::Ops => &self.ops,
+            Table::Tokens => &self.tokens,
+            Table::RunHooks => &self.run_hooks,
+            Table::Queue => &self.queue,
+            Table::Due => &self.due,
+            Table::Status => &self.status,
+            Table::Workflows => &self.workflows,
+        }
+    }
 }
 
 /// The same trees inside one transaction.
@@ -381,148 +398,19 @@ impl ReadView for TxView<'_> {
     }
 }
 
-fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
-    Ok(codec::encode_record(value)?)
-}
-
-/// Which tree a write goes to.
-#[derive(Clone, Copy)]
-enum Target {
-    Runs,
-    Events,
-    Ops,
-    Tokens,
-    RunHooks,
-    Queue,
-    Due,
-    Status,
-    Workflows,
-}
-
-/// One key to set (`Some`) or delete (`None`).
-type Write = (Target, Vec<u8>, Option<Vec<u8>>);
-
-/// Encodes a change set as writes, with the due and status index keys that keep
-/// the indexes in step with it. Pure: an encoding failure writes nothing.
-fn encode_changes(changes: &Changes) -> Result<Vec<Write>, StoreError> {
-    let mut w: Vec<Write> = Vec::with_capacity(8);
-    for (id, (before, rec)) in &changes.runs {
-        w.push((
-            Target::Runs,
-            layout::run_key(*id).to_vec(),
-            Some(encode(rec)?),
-        ));
-        if *before != Some(rec.status) {
-            let name = rec.workflow.as_str();
-            match before {
-                Some(before) => {
-                    w.push((
-                        Target::Status,
-                        layout::status_key(*before, *id).to_vec(),
-                        None,
-                    ));
-                    w.push((
-                        Target::Workflows,
-                        layout::workflow_key(name, Some(*before), *id),
-                        None,
-                    ));
-                }
-                None => w.push((
-                    Target::Workflows,
-                    layout::workflow_key(name, None, *id),
-                    Some(Vec::new()),
-                )),
-            }
-            w.push((
-                Target::Status,
-                layout::status_key(rec.status, *id).to_vec(),
-                Some(Vec::new()),
-            ));
-            w.push((
-                Target::Workflows,
-                layout::workflow_key(name, Some(rec.status), *id),
-                Some(Vec::new()),
-            ));
-        }
-    }
-    for (id, purged) in &changes.purged {
-        let rec = &purged.record;
-        w.push((Target::Runs, layout::run_key(*id).to_vec(), None));
-        w.push((
-            Target::Status,
-            layout::status_key(rec.status, *id).to_vec(),
-            None,
-        ));
-        for status in [None, Some(rec.status)] {
-            w.push((
-                Target::Workflows,
-                layout::workflow_key(&rec.workflow, status, *id),
-                None,
-            ));
-        }
-        for seq in 0..rec.next_seq {
-            w.push((Target::Events, layout::event_key(*id, seq).to_vec(), None));
-        }
-        for op in &purged.ops {
-            w.push((Target::Ops, layout::op_key(*id, op), None));
-        }
-        w.push((Target::RunHooks, layout::run_key(*id).to_vec(), None));
-    }
-    for (run, event) in &changes.events {
-        let bytes = codec::encode_event(event)?;
-        w.push((
-            Target::Events,
-            layout::event_key(*run, event.seq).to_vec(),
-            Some(bytes),
-        ));
-    }
-    for ((run, id), state) in &changes.ops {
-        w.push((Target::Ops, layout::op_key(*run, id), Some(encode(state)?)));
-    }
-    for (token, owner) in &changes.tokens {
-        let value = owner.as_ref().map(encode).transpose()?;
-        w.push((Target::Tokens, token.as_str().as_bytes().to_vec(), value));
-    }
-    for (run, hooks) in &changes.run_hooks {
-        w.push((
-            Target::RunHooks,
-            layout::run_key(*run).to_vec(),
-            Some(encode(hooks)?),
-        ));
-    }
-    for (run, (before, entry)) in &changes.queue {
-        let after = entry.as_ref().and_then(QueueEntry::effective_due);
-        if *before != after {
-            if let Some(at) = before {
-                w.push((Target::Due, layout::due_key(*at, *run).to_vec(), None));
-            }
-            if let Some(at) = after {
-                w.push((
-                    Target::Due,
-                    layout::due_key(at, *run).to_vec(),
-                    Some(Vec::new()),
-                ));
-            }
-        }
-        let value = entry.as_ref().map(encode).transpose()?;
-        w.push((Target::Queue, layout::run_key(*run).to_vec(), value));
-    }
-    Ok(w)
-}
-
 /// Applies encoded writes in the transaction.
 fn apply_writes(tx: &TxTrees<'_>, writes: &[Write]) -> Result<(), TxError> {
     for (target, key, value) in writes {
         let tree = match target {
-            Target::Runs => tx.runs,
-            Target::Events => tx.events,
-            Target::Ops => tx.ops,
-            Target::Tokens => tx.tokens,
-            Target::RunHooks => tx.run_hooks,
-            Target::Queue => tx.queue,
-            Target::Due => tx.due,
-            Target::Status => tx.status,
-            Target::Workflows => tx.workflows,
+            Table::Runs => tx.runs,
+            Table::Events => tx.events,
+            Table::Ops => tx.ops,
+            Table::Tokens => tx.tokens,
+            Table::RunHooks => tx.run_hooks,
+            Table::Queue => tx.queue,
+            Table::Due => tx.due,
+            Table::Status => tx.status,
+            Table::Workflows => tx.workflows,
         };
         match value {
             Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
