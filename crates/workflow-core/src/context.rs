@@ -29,7 +29,6 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::distributions::{Distribution, Standard};
 use rand::{Rng, RngCore};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -261,16 +260,24 @@ impl Context {
     }
 
     /// A random value from the run's deterministic generator (seeded per run,
-    /// so replay draws the same values). Not for secrets.
-    pub fn random<T>(&self) -> T
-    where
-        Standard: Distribution<T>,
-    {
+    /// so replay draws the same values): any integer type, `bool`, `f32` or
+    /// `f64` (uniform in `[0, 1)`). Not for secrets.
+    ///
+    /// ```no_run
+    /// # use workflow_core::{Context, WorkflowError};
+    /// async fn pick(ctx: Context, _: ()) -> Result<u64, WorkflowError> {
+    ///     let n: u64 = ctx.random();
+    ///     let coin = ctx.random::<bool>();
+    ///     Ok(if coin { n } else { 0 })
+    /// }
+    /// ```
+    pub fn random<T: RandomValue>(&self) -> T {
         forbid_in_step("Context::random");
-        lock(&self.state).rng.gen()
+        T::draw(&mut lock(&self.state).rng)
     }
 
-    /// A handle on the run's deterministic generator, for `rand`'s APIs.
+    /// A handle on the run's deterministic generator. With the crate feature
+    /// `rand` it implements `rand::RngCore` (rand 0.8), for `rand`'s APIs.
     pub fn rng(&self) -> WorkflowRng {
         WorkflowRng {
             state: self.state.clone(),
@@ -298,21 +305,62 @@ impl std::fmt::Debug for WorkflowRng {
     }
 }
 
-impl RngCore for WorkflowRng {
-    fn next_u32(&mut self) -> u32 {
+impl WorkflowRng {
+    /// The next 32 random bits.
+    pub fn next_u32(&mut self) -> u32 {
         forbid_in_step("WorkflowRng");
         lock(&self.state).rng.next_u32()
     }
-    fn next_u64(&mut self) -> u64 {
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         forbid_in_step("WorkflowRng");
         lock(&self.state).rng.next_u64()
     }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
+
+    /// Fills `dest` with random bytes.
+    pub fn fill_bytes(&mut self, dest: &mut [u8]) {
         forbid_in_step("WorkflowRng");
         lock(&self.state).rng.fill_bytes(dest)
     }
+}
+
+#[cfg(feature = "rand")]
+impl RngCore for WorkflowRng {
+    fn next_u32(&mut self) -> u32 {
+        WorkflowRng::next_u32(self)
+    }
+    fn next_u64(&mut self) -> u64 {
+        WorkflowRng::next_u64(self)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        WorkflowRng::fill_bytes(self, dest)
+    }
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
-        forbid_in_step("WorkflowRng");
-        lock(&self.state).rng.try_fill_bytes(dest)
+        WorkflowRng::fill_bytes(self, dest);
+        Ok(())
     }
 }
+
+/// A type [`Context::random`] can draw: the integer types, `bool`, `f32` and
+/// `f64`. Sealed: the generator behind it is an implementation detail.
+pub trait RandomValue: sealed::Sealed + Sized {
+    #[doc(hidden)]
+    fn draw(rng: &mut crate::replay::RunRng) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! random_value {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl RandomValue for $t {
+            fn draw(rng: &mut crate::replay::RunRng) -> Self {
+                rng.gen()
+            }
+        }
+    )*};
+}
+random_value!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, bool, f32, f64);

@@ -28,6 +28,7 @@ use crate::driver::{drive, Outcome};
 use crate::error::{EngineError, WorkflowError};
 use crate::feed::{next_change, wait_for_change};
 use crate::registry::{Registered, Registry};
+use crate::workflow_ref::{RunHandle, StartWorkflow, WorkflowName, WorkflowRef};
 
 /// Tuning for an [`Engine`].
 #[derive(Debug, Clone)]
@@ -71,18 +72,32 @@ impl std::fmt::Debug for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Registers `f` as the workflow called `name`.
+    /// Registers `f` as the workflow `name`: a [`WorkflowRef`] (then `f`'s
+    /// input and output types must be the reference's) or a plain name.
     ///
     /// `f` is an `async fn(Context, I) -> Result<O, WorkflowError>`; runs record
-    /// `name`, so keep it stable across deploys.
-    pub fn workflow<I, O, F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    /// the name, so keep it stable across deploys.
+    ///
+    /// # Panics
+    ///
+    /// If a workflow is already registered under that name: two functions
+    /// for one name would make runs replay against whichever came last.
+    /// Like a duplicate route in axum, this is a mistake in the program, found
+    /// when the engine is put together, not later.
+    pub fn workflow<N, I, O, F, Fut>(mut self, name: N, f: F) -> Self
     where
+        N: WorkflowName<I, O>,
         I: DeserializeOwned + Send + 'static,
         O: Serialize + Send + 'static,
         F: Fn(Context, I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, WorkflowError>> + Send + 'static,
     {
-        self.registry.insert(name.into(), Registered::new(f));
+        let name = name.workflow_name().to_string();
+        assert!(
+            !self.registry.contains_key(&name),
+            "workflow {name:?} is registered twice: each name must have one function"
+        );
+        self.registry.insert(name, Registered::new(f));
         self
     }
 
@@ -224,19 +239,61 @@ impl Engine {
         self.inner.registry.keys().map(String::as_str)
     }
 
-    /// Records a new run of workflow `name` and returns its id at once.
-    pub async fn start<I: Serialize + ?Sized>(
-        &self,
-        name: &str,
-        input: &I,
-    ) -> Result<RunId, EngineError> {
-        self.start_with_id(RunId::new(), name, input).await
+    /// Records a new run of `workflow` with `input` and returns at once: a
+    /// typed [`RunHandle`] for a [`WorkflowRef`] (whose `result()` is the
+    /// workflow's output type), the [`RunId`] for a workflow named by a
+    /// string (the CLI and other callers that know the name only at run time).
+    ///
+    /// [`EngineError::UnknownWorkflow`] if no workflow has that name;
+    /// [`EngineError::InvalidInput`] if `input` does not decode as the
+    /// workflow's input type (checked now, not when the run starts).
+    pub async fn start<W, I>(&self, workflow: W, input: &I) -> Result<W::Handle, EngineError>
+    where
+        W: StartWorkflow<I>,
+        I: Serialize + ?Sized,
+    {
+        self.start_with_id(RunId::new(), workflow, input).await
     }
 
     /// Like [`Engine::start`] with a caller-chosen id. Idempotent: the same id,
     /// workflow and input return the existing run; other input is
     /// [`EngineError::RunConflict`].
-    pub async fn start_with_id<I: Serialize + ?Sized>(
+    pub async fn start_with_id<W, I>(
+        &self,
+        id: RunId,
+        workflow: W,
+        input: &I,
+    ) -> Result<W::Handle, EngineError>
+    where
+        W: StartWorkflow<I>,
+        I: Serialize + ?Sized,
+    {
+        let run = self
+            .start_named(id, workflow.workflow_name(), input)
+            .await?;
+        Ok(workflow.handle(self, run))
+    }
+
+    /// The typed handle of an existing run of `workflow` (found again after
+    /// a restart by its id). [`EngineError::RunNotFound`] if there is no such
+    /// run; [`EngineError::WrongWorkflow`] if it is a run of another workflow.
+    pub async fn run_handle<I, O>(
+        &self,
+        workflow: &WorkflowRef<I, O>,
+        run: RunId,
+    ) -> Result<RunHandle<O>, EngineError> {
+        let rec = self.run(&run).await?;
+        if rec.workflow != workflow.name() {
+            return Err(EngineError::WrongWorkflow {
+                run,
+                expected: workflow.name().to_string(),
+                found: rec.workflow,
+            });
+        }
+        Ok(StartWorkflow::<I>::handle(&workflow, self, run))
+    }
+
+    async fn start_named<I: Serialize + ?Sized>(
         &self,
         id: RunId,
         name: &str,

@@ -273,6 +273,16 @@ pub enum EngineError {
         /// The run.
         run: RunId,
     },
+    /// [`crate::Engine::run_handle`] of a run of another workflow.
+    #[error("run {run} is a run of workflow {found:?}, not of {expected:?}")]
+    WrongWorkflow {
+        /// The run.
+        run: RunId,
+        /// The workflow asked for.
+        expected: String,
+        /// The run's workflow.
+        found: String,
+    },
     /// [`crate::Engine::retry_blocked`] was asked for a run that is not blocked.
     #[error("run {run} is {status}, not blocked: there is nothing to retry")]
     RunNotBlocked {

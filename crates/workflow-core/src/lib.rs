@@ -29,6 +29,7 @@ mod resume;
 pub mod step;
 pub mod timer;
 pub mod webhook;
+pub mod workflow_ref;
 
 pub use check::{ReplayMismatch, ReplayReport};
 pub use context::{Context, WorkflowRng};
@@ -41,3 +42,4 @@ pub use timer::Sleep;
 pub use webhook::{
     webhook_path, ResponseMode, Webhook, WebhookOptions, WebhookRequest, WEBHOOK_PATH_PREFIX,
 };
+pub use workflow_ref::{RunHandle, StartWorkflow, WorkflowName, WorkflowRef};

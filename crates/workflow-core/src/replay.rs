@@ -20,6 +20,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
+/// The run's deterministic generator (an implementation detail: not in the
+/// public API, see `Context::random`).
+pub type RunRng = ChaCha8Rng;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use workflow_store::{
@@ -204,7 +208,7 @@ pub(crate) struct RunState {
     next_index: u64,
     /// Timestamp of the last delivered event: the workflow's `now()`.
     pub now: Timestamp,
-    pub rng: ChaCha8Rng,
+    pub rng: RunRng,
     /// A mismatch found while issuing or delivering.
     pub nondeterminism: Option<NondeterminismError>,
     /// Counter for [`AttemptOutcome::finished`].
