@@ -11,10 +11,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use workflow_store::{CorrelationId, HttpResponseRecord, WebhookResponse};
 
-use crate::hook::{encode_token_for_path, Hook, HookError, HookOptions};
+use crate::hook::{Hook, HookError, HookOptions};
 use crate::replay::{lock, SharedState};
 
 /// The path prefix under which webhooks are served.
@@ -26,7 +28,20 @@ pub const WEBHOOK_PATH_PREFIX: &str = "/.well-known/workflow/v1/webhook/";
 /// assert_eq!(workflow_core::webhook_path("order:42"), "/.well-known/workflow/v1/webhook/order%3A42");
 /// ```
 pub fn webhook_path(token: &str) -> String {
-    format!("{WEBHOOK_PATH_PREFIX}{}", encode_token_for_path(token))
+    format!("{WEBHOOK_PATH_PREFIX}{}", encode_path_segment(token))
+}
+
+/// What a path segment escapes: everything but RFC 3986's unreserved
+/// characters, so that a token survives any router and proxy unchanged.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes `segment` for a URL path (`order:42` is `order%3A42`).
+pub(crate) fn encode_path_segment(segment: &str) -> String {
+    utf8_percent_encode(segment, PATH_SEGMENT).to_string()
 }
 
 /// How a webhook answers the requests that resume it.
@@ -122,18 +137,65 @@ pub(crate) fn http_response(rec: &HttpResponseRecord) -> http::Response<Bytes> {
     let mut resp = http::Response::new(rec.body.clone());
     *resp.status_mut() =
         http::StatusCode::from_u16(rec.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in &rec.headers {
+    *resp.headers_mut() = header_map(&rec.headers);
+    resp
+}
+
+/// A logged header list as a `HeaderMap`, in order; an entry whose name or
+/// value is not valid HTTP is skipped.
+fn header_map(headers: &[(String, Bytes)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_bytes(value),
         ) {
-            resp.headers_mut().append(n, v);
+            map.append(n, v);
         }
     }
-    resp
+    map
+}
+
+/// Why a part of a [`WebhookRequest`] could not be read as an `http` type or
+/// as JSON.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookRequestError {
+    /// The recorded method is not a valid HTTP method.
+    #[error("the recorded method is not a valid HTTP method: {0}")]
+    Method(#[from] http::method::InvalidMethod),
+    /// The recorded path and query is not a valid URI.
+    #[error("the recorded URI is not valid: {0}")]
+    Uri(#[from] http::uri::InvalidUri),
+    /// The body is not JSON of the expected type.
+    #[error("the body is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// An HTTP request received by a webhook, as recorded in the log.
+///
+/// Its fields are what the log stores; [`method`](Self::method),
+/// [`uri`](Self::uri), [`headers`](Self::headers) and [`json`](Self::json)
+/// read them as `http` types and typed JSON:
+///
+/// ```
+/// # fn demo(wh_request: workflow_core::WebhookRequest) -> Result<(), workflow_core::webhook::WebhookRequestError> {
+/// #[derive(serde::Deserialize)]
+/// struct Payment {
+///     paid: bool,
+/// }
+///
+/// // let wh_request = webhook.next().await?;
+/// if wh_request.method()? == http::Method::POST
+///     && wh_request.headers().get(http::header::CONTENT_TYPE)
+///         == Some(&http::HeaderValue::from_static("application/json"))
+/// {
+///     let payment: Payment = wh_request.json()?;
+///     println!("{} paid: {}", wh_request.uri()?.path(), payment.paid);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRequest {
     /// Unique id of this request (a ULID).
@@ -203,6 +265,64 @@ impl WebhookRequest {
         std::str::from_utf8(&self.body).ok()
     }
 
+    /// The method as an [`http::Method`]; an error only if the log holds a
+    /// method that is not valid HTTP (the adapters record valid ones).
+    ///
+    /// ```
+    /// # fn demo(req: workflow_core::WebhookRequest) {
+    /// if req.method().is_ok_and(|m| m == http::Method::DELETE) {
+    ///     // ...
+    /// }
+    /// # }
+    /// ```
+    pub fn method(&self) -> Result<http::Method, WebhookRequestError> {
+        Ok(http::Method::from_bytes(self.method.as_bytes())?)
+    }
+
+    /// The path and query as an [`http::Uri`] (no scheme or authority: the
+    /// request's as received, e.g. `/.well-known/workflow/v1/webhook/t?x=1`);
+    /// an error only if the log holds one that does not parse.
+    ///
+    /// ```
+    /// # fn demo(req: workflow_core::WebhookRequest) -> Result<(), workflow_core::webhook::WebhookRequestError> {
+    /// let uri = req.uri()?;
+    /// println!("path {} query {:?}", uri.path(), uri.query());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn uri(&self) -> Result<http::Uri, WebhookRequestError> {
+        Ok(http::Uri::try_from(self.uri.as_str())?)
+    }
+
+    /// The headers as an [`http::HeaderMap`], repeated ones in order. A
+    /// recorded entry whose name or value is not valid HTTP (only possible in
+    /// a log not written by the adapters) is skipped; [`headers`](Self::headers)
+    /// the field keeps every entry as recorded.
+    ///
+    /// ```
+    /// # fn demo(req: workflow_core::WebhookRequest) {
+    /// let headers = req.headers();
+    /// let signature = headers.get("x-signature").and_then(|v| v.to_str().ok());
+    /// # let _ = signature;
+    /// # }
+    /// ```
+    pub fn headers(&self) -> http::HeaderMap {
+        header_map(&self.headers)
+    }
+
+    /// The body decoded as JSON into `T` (whatever the `Content-Type`).
+    ///
+    /// ```
+    /// # fn demo(req: workflow_core::WebhookRequest) -> Result<(), workflow_core::webhook::WebhookRequestError> {
+    /// let event: serde_json::Value = req.json()?;
+    /// println!("{}", event["type"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, WebhookRequestError> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
     /// Answers this request (manual webhooks). Recorded as `hook_responded` at
     /// the workflow's next pause, in program order with the workflow's other
     /// operations, and released to the waiting caller; replay finds the
@@ -251,5 +371,126 @@ impl Webhook {
     /// Disposes the webhook; its token answers 404 from then on.
     pub fn dispose(self) {
         self.hook.dispose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(method: &str, uri: &str, headers: &[(&str, &[u8])], body: &str) -> WebhookRequest {
+        WebhookRequest {
+            request_id: "01J0000000000000000000000".to_string(),
+            method: method.to_string(),
+            uri: uri.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Bytes::copy_from_slice(v)))
+                .collect(),
+            body: Bytes::from(body.to_string()),
+            responder: None,
+        }
+    }
+
+    #[test]
+    fn method_is_an_http_method() {
+        let req = recorded("PURGE", "/", &[], "");
+        assert_eq!(req.method().expect("valid"), "PURGE");
+        assert_eq!(
+            recorded("POST", "/", &[], "").method().expect("valid"),
+            http::Method::POST
+        );
+        let bad = recorded("NOT A METHOD", "/", &[], "");
+        assert!(matches!(bad.method(), Err(WebhookRequestError::Method(_))));
+    }
+
+    #[test]
+    fn uri_is_the_path_and_query() {
+        let req = recorded(
+            "GET",
+            "/.well-known/workflow/v1/webhook/order%3A42?x=1&y",
+            &[],
+            "",
+        );
+        let uri = req.uri().expect("valid");
+        assert_eq!(uri.path(), "/.well-known/workflow/v1/webhook/order%3A42");
+        assert_eq!(uri.query(), Some("x=1&y"));
+        let bad = recorded("GET", "/a b", &[], "");
+        assert!(matches!(bad.uri(), Err(WebhookRequestError::Uri(_))));
+    }
+
+    #[test]
+    fn headers_keep_repeats_in_order_and_skip_invalid_entries() {
+        let req = recorded(
+            "POST",
+            "/",
+            &[
+                ("content-type", b"application/json"),
+                ("x-multi", b"one"),
+                ("bad name", b"skipped"),
+                ("x-multi", b"two"),
+                ("x-bad-value", b"line\nbreak"),
+                ("x-bytes", b"caf\xc3\xa9"),
+            ],
+            "",
+        );
+        let headers = req.headers();
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers["content-type"], "application/json");
+        let multi: Vec<_> = headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["one", "two"]);
+        assert_eq!(headers["x-bytes"].as_bytes(), b"caf\xc3\xa9");
+        assert!(!headers.contains_key("x-bad-value"));
+    }
+
+    #[test]
+    fn json_decodes_the_body_with_a_typed_error() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Payment {
+            paid: bool,
+            amount: u32,
+        }
+        let req = recorded("POST", "/", &[], r#"{"paid":true,"amount":42}"#);
+        let payment: Payment = req.json().expect("valid JSON");
+        assert_eq!(
+            payment,
+            Payment {
+                paid: true,
+                amount: 42
+            }
+        );
+        let wrong_shape = recorded("POST", "/", &[], r#"{"paid":"yes"}"#);
+        let err = wrong_shape.json::<Payment>().expect_err("wrong type");
+        assert!(matches!(&err, WebhookRequestError::Json(e) if e.is_data()));
+        let not_json = recorded("POST", "/", &[], "paid=1");
+        let err = not_json.json::<Payment>().expect_err("not JSON");
+        assert!(matches!(&err, WebhookRequestError::Json(e) if e.is_syntax()));
+    }
+
+    #[test]
+    fn stored_shape_is_unchanged() {
+        let req = recorded("POST", "/p?q", &[("x-a", b"1")], "hi");
+        let json = serde_json::to_value(&req).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["body", "headers", "method", "request_id", "uri"]);
+    }
+
+    #[test]
+    fn path_segments_escape_all_but_unreserved_characters() {
+        assert_eq!(encode_path_segment("order:42"), "order%3A42");
+        assert_eq!(encode_path_segment("a-b.c_d~e"), "a-b.c_d~e");
+        assert_eq!(encode_path_segment("a/b c+%"), "a%2Fb%20c%2B%25");
+        assert_eq!(encode_path_segment("\u{2713}"), "%E2%9C%93");
+        // The same as the hand-written encoder in `hook`, for every byte.
+        let every: String = (1u8..=127).map(char::from).chain(['é', '✓']).collect();
+        assert_eq!(
+            encode_path_segment(&every),
+            crate::hook::encode_token_for_path(&every)
+        );
     }
 }
