@@ -4,10 +4,10 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::debug;
 use workflow_core::{Engine, WEBHOOK_PATH_PREFIX};
 use workflow_store::HookToken;
@@ -120,29 +120,18 @@ pub enum TokenError {
 /// assert_eq!(decode_token("%FF"), Err(TokenError::NotUtf8));
 /// ```
 pub fn decode_token(segment: &str) -> Result<String, TokenError> {
-    if !segment.contains('%') {
-        return Ok(segment.to_string());
-    }
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |j: usize| bytes.get(j).and_then(|b| char::from(*b).to_digit(16));
-            match (hex(i + 1), hex(i + 2)) {
-                (Some(hi), Some(lo)) => {
-                    // Two hex digits are at most 0xFF.
-                    out.push(u8::try_from(hi * 16 + lo).unwrap_or(u8::MAX));
-                    i += 3;
-                }
-                _ => return Err(TokenError::MalformedEscape { position: i }),
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    // `percent_decode_str` keeps a malformed escape as it is; a token segment
+    // with one is refused instead, so that no two segments name one token.
+    for (position, _) in segment.match_indices('%') {
+        let hex = segment.get(position + 1..position + 3);
+        if !hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(TokenError::MalformedEscape { position });
         }
     }
-    String::from_utf8(out).map_err(|_| TokenError::NotUtf8)
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|token| token.into_owned())
+        .map_err(|_| TokenError::NotUtf8)
 }
 
 /// The raw (still percent-encoded) token segment of a path under
@@ -213,7 +202,7 @@ pub(crate) fn announced_length(headers: &HeaderMap) -> Option<u64> {
 ///
 /// Stops collecting as soon as the body is known to be longer than the limit:
 /// from its size hint (a `Content-Length`) before reading anything, otherwise
-/// once the bytes received pass the limit. It then drains up to
+/// once the bytes received pass the limit ([`Limited`]). It then drains up to
 /// [`WebhookConfig::drain_limit`] bytes more without keeping them, and returns
 /// [`BodyError::TooLarge`]. A body of one frame is returned without copying.
 ///
@@ -248,54 +237,33 @@ where
     B::Error: Into<BoxError>,
 {
     let limit = config.body_limit;
+    let budget = limit.saturating_add(config.drain_limit);
     let mut body = std::pin::pin!(body);
-    let hint = body.size_hint();
-    let announced = hint.lower().max(announced.unwrap_or(0));
+    let announced = body.size_hint().lower().max(announced.unwrap_or(0));
     if announced > limit as u64 {
-        if announced <= (limit as u64).saturating_add(config.drain_limit as u64) {
-            drain(body, 0, limit.saturating_add(config.drain_limit)).await;
+        if announced <= budget as u64 {
+            drain(body, 0, budget).await;
         }
         return Err(BodyError::TooLarge { limit });
     }
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
+    // Counted below the limit, so that the drain knows what was read,
+    // including the frame that passed the limit.
     let mut received = 0usize;
-    loop {
-        // One statement, so that no frame or error is held across an await.
-        let mut data = match body.frame().await {
-            None => break,
-            Some(Err(e)) => return Err(BodyError::Read(e.into())),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue, // trailers
-            },
-        };
-        let n = data.remaining();
-        if n == 0 {
-            continue;
+    let counted = body.as_mut().map_frame(|frame| {
+        if let Some(data) = frame.data_ref() {
+            received = received.saturating_add(data.remaining());
         }
-        received = received.saturating_add(n);
-        if received > limit {
-            drain(body, received, limit.saturating_add(config.drain_limit)).await;
-            return Err(BodyError::TooLarge { limit });
+        frame
+    });
+    let collected = Limited::new(counted, limit).collect().await;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => {
+            drain(body, received, budget).await;
+            Err(BodyError::TooLarge { limit })
         }
-        let chunk = data.copy_to_bytes(n);
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            None => rest.extend_from_slice(&chunk),
-            Some(head) => {
-                let expected = hint
-                    .exact()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .unwrap_or(0)
-                    .min(limit);
-                rest.reserve(expected.max(head.len() + chunk.len()));
-                rest.extend_from_slice(&head);
-                rest.extend_from_slice(&chunk);
-            }
-        }
+        Err(e) => Err(BodyError::Read(e)),
     }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// Reads and discards the rest of a refused body while the total read stays
@@ -380,6 +348,29 @@ where
     response
 }
 
+/// [`resume_webhook`] for a token's path segment as received: percent-decoded
+/// first, `400` if it does not decode. What the hyper adapter and
+/// [`WebhookService`](crate::WebhookService) call.
+#[cfg(feature = "tower")]
+pub(crate) async fn resume_segment<B>(
+    engine: &Engine,
+    segment: &str,
+    request: Request<B>,
+    config: &WebhookConfig,
+) -> Response<Bytes>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match decode_token(segment) {
+        Ok(token) => resume_webhook(engine, &token, request, config).await,
+        Err(e) => {
+            debug!(error = %e, "webhook token segment does not decode");
+            plain(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
 /// Checks that a live *webhook* holds `token` before anything of the request's
 /// body is read, so that requests to unknown tokens cost no memory: `Err` with
 /// the answer (`404` with an empty body for an unknown, released or plain-hook
@@ -398,20 +389,23 @@ pub async fn live_webhook(engine: &Engine, token: &str) -> Result<(), Response<B
         Ok(Some(hook)) if hook.webhook.is_some() => Ok(()),
         Ok(_) => {
             debug!("webhook request to a token no live webhook holds");
-            let mut r = Response::new(Bytes::new());
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            Err(r)
+            Err(empty(StatusCode::NOT_FOUND))
         }
         Err(workflow_core::ResumeError::InvalidToken(e)) => {
             Err(plain(StatusCode::BAD_REQUEST, e.to_string()))
         }
         Err(e) => {
             tracing::warn!(error = %e, "webhook lookup failed: store failed");
-            let mut r = Response::new(Bytes::new());
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            Err(r)
+            Err(empty(StatusCode::SERVICE_UNAVAILABLE))
         }
     }
+}
+
+/// A response with an empty body.
+pub(crate) fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
 }
 
 /// A plain-text response.

@@ -1,5 +1,5 @@
 //! The behaviour matrix: every case runs against every adapter (modules
-//! `hyper`, `axum`, `warp`), each with a real server on 127.0.0.1 and a real
+//! `hyper`, `axum`, `warp`, and `tower`: the `WebhookService` in axum), each with a real server on 127.0.0.1 and a real
 //! HTTP/1.1 client.
 #![cfg_attr(
     not(any(feature = "hyper", feature = "axum", feature = "warp")),
@@ -348,8 +348,8 @@ mod cases {
 }
 
 macro_rules! matrix {
-    ($module:ident, $feature:literal, $adapter:expr) => {
-        #[cfg(feature = $feature)]
+    ($module:ident, $cfg:meta, $adapter:expr) => {
+        #[cfg($cfg)]
         mod $module {
             use super::*;
             const A: Adapter = $adapter;
@@ -371,6 +371,12 @@ macro_rules! matrix {
     };
 }
 
-matrix!(hyper, "hyper", Adapter::Hyper);
-matrix!(axum, "axum", Adapter::Axum);
-matrix!(warp, "warp", Adapter::Warp);
+matrix!(hyper, feature = "hyper", Adapter::Hyper);
+matrix!(axum, feature = "axum", Adapter::Axum);
+matrix!(warp, feature = "warp", Adapter::Warp);
+// `WebhookService` mounted in axum with `Router::route_service`.
+matrix!(
+    tower,
+    all(feature = "tower", feature = "axum"),
+    Adapter::Tower
+);

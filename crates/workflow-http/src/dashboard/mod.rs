@@ -268,37 +268,13 @@ impl From<StoreError> for Failure {
 
 // ---- parameters -------------------------------------------------------------
 
-/// Decodes a query component: `%XX` escapes and `+` for a space.
+/// Decodes a query component: `%XX` escapes and `+` for a space; a malformed
+/// escape stays as it is, and bytes that are not UTF-8 become U+FFFD.
 fn decode_component(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hex = |j: usize| bytes.get(j).and_then(|b| char::from(*b).to_digit(16));
-                match (hex(i + 1), hex(i + 2)) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The query's parameters with a value (empty values count as absent).

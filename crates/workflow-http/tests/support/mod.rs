@@ -23,6 +23,8 @@ pub enum Adapter {
     Hyper,
     Axum,
     Warp,
+    /// `WebhookService` in axum with `Router::route_service`.
+    Tower,
 }
 
 /// A request body as the client sends it.
@@ -178,6 +180,18 @@ pub async fn serve(adapter: Adapter, engine: Engine, config: WebhookConfig) -> S
             {
                 let routes = workflow_http::warp::webhook_with(engine, config);
                 tokio::spawn(::warp::serve(routes).incoming(listener).run());
+            }
+        }
+        Adapter::Tower => {
+            #[cfg(all(feature = "tower", feature = "axum"))]
+            {
+                use workflow_http::WEBHOOK_PATH_PREFIX;
+                let service = workflow_http::WebhookService::with_config(engine, config);
+                // The prefix itself too, so that an empty token is a 400.
+                let app: ::axum::Router = ::axum::Router::new()
+                    .route_service(&format!("{WEBHOOK_PATH_PREFIX}{{token}}"), service.clone())
+                    .route_service(WEBHOOK_PATH_PREFIX, service);
+                tokio::spawn(async move { ::axum::serve(listener, app).await });
             }
         }
     }
