@@ -162,3 +162,12 @@ async fn oneshot_in_process() {
     assert_eq!(answer.map(|r| r.status()), Ok(StatusCode::NOT_FOUND));
     e.shutdown().await;
 }
+
+/// `server::serve` takes the service as it is (a compile-time check).
+#[cfg(feature = "server")]
+#[allow(dead_code)]
+async fn served_within_limits(listener: tokio::net::TcpListener, e: workflow_core::Engine) {
+    let service = RequireBearer.layer(WebhookService::new(e));
+    let limits = workflow_http::server::ServerLimits::default();
+    let _ = workflow_http::server::serve(listener, service, limits, std::future::pending()).await;
+}
