@@ -19,6 +19,9 @@
 pub use workflow_core::*;
 /// The event log: data model, codec, the `Store` trait and its backends.
 pub use workflow_store as store;
+/// A clock tests move by hand (feature `test-util`).
+#[cfg(feature = "test-util")]
+pub use workflow_store::ManualClock;
 #[cfg(feature = "redb")]
 pub use workflow_store::RedbStore;
 #[cfg(feature = "sled")]

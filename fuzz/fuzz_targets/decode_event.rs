@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use workflow_store::record::{QueueEntry, RunRecord};
+use workflow_store::backend::QueueEntry;
+use workflow_store::RunRecord;
 use workflow_store::{codec, HookRecord};
 
 fuzz_target!(|data: &[u8]| {

@@ -12,8 +12,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
-use workflow_store::apply::{self, Changes, Staged};
-use workflow_store::purge_candidates;
+use workflow_store::backend::purge_candidates;
+use workflow_store::backend::{self as apply, Changes, Staged};
 use workflow_store::{
     Appended, Change, Clock, CorrelationId, CreatedRun, Event, EventData, EventKind, HookRecord,
     HookToken, Lease, LeaseId, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery,
@@ -58,7 +58,7 @@ const CHANGE_FEED_CAPACITY: usize = 4096;
 ///
 /// # How it keeps the [`Store`] invariants
 ///
-/// Every write runs the shared rules of [`workflow_store::apply`] in one
+/// Every write runs the shared rules of [`workflow_store::backend`] in one
 /// `READ COMMITTED` transaction, sent in two pipelined batches:
 ///
 /// 1. `BEGIN`, then lock the run's row (`SELECT … FOR UPDATE`): writes to one

@@ -1,4 +1,4 @@
-//! The bridge between SQL rows and the shared rules of [`workflow_store::apply`].
+//! The bridge between SQL rows and the shared rules of [`workflow_store::backend`].
 //!
 //! `apply` reads through the synchronous [`ReadView`] trait, so a write first
 //! *prefetches* what it will read into a [`View`] (inside its transaction, after
@@ -14,8 +14,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
-use workflow_store::apply::{Changes, ReadView};
-use workflow_store::record::{OpKind, OpState, QueueEntry, TokenOwner};
+use workflow_store::backend::{Changes, ReadView};
+use workflow_store::backend::{OpKind, OpState, QueueEntry, TokenOwner};
 use workflow_store::{
     codec, CorrelationId, ErrorRecord, Event, HookRecord, HookToken, Lease, LeaseId, RunId,
     RunRecord, RunStatus, StoreError, Timestamp,

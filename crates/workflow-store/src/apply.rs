@@ -1,4 +1,5 @@
-//! The store's rules, written once for every backend.
+//! The store's rules, written once for every backend (public as
+//! [`crate::backend`]).
 //!
 //! A write operation (create a run, append, resume a hook, lease, …) reads the
 //! current projections through a [`ReadView`], checks the invariants, and stages

@@ -3,6 +3,7 @@
 //! Backends read time only through a [`Clock`], so tests (and the conformance
 //! suite) can move time by hand and check due times without sleeping.
 
+#[cfg(any(feature = "test-util", test))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::Timestamp;
@@ -23,7 +24,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to, for tests.
+/// A clock that moves only when told to, for tests (feature `test-util`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -32,9 +33,11 @@ impl Clock for SystemClock {
 /// clock.advance(Duration::from_secs(1));
 /// assert_eq!(clock.now(), Timestamp(2_000));
 /// ```
+#[cfg(any(feature = "test-util", test))]
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);
 
+#[cfg(any(feature = "test-util", test))]
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
@@ -52,6 +55,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(feature = "test-util", test))]
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))

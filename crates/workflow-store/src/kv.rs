@@ -42,7 +42,7 @@ pub(crate) enum Table {
 
 impl Table {
     /// Every table that [`encode_changes`] writes to.
-    #[cfg(any(feature = "redb", test))]
+    #[cfg(feature = "redb")]
     pub(crate) const ALL: [Table; 9] = [
         Table::Runs,
         Table::Events,

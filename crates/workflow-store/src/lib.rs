@@ -7,24 +7,29 @@
 //! - [`event`]: every [`EventKind`] and its data ([`EventData`]);
 //! - [`codec`]: CBOR records in a versioned envelope;
 //! - [`Store`]: the trait a backend implements, with the invariants it keeps;
-//! - [`apply`]: those invariants, written once, for backends to reuse;
+//! - [`backend`]: for backend authors, those invariants written once
+//!   (`apply` rules over a read view, committed as one change set) and the
+//!   projections a backend keeps;
 //! - [`MemoryStore`], (feature `sled`) [`SledStore`] and (feature `redb`)
 //!   [`RedbStore`];
-//! - [`faults`]: a wrapper that injects failures, timeouts and delays;
+//! - (feature `test-util`) `faults`, a wrapper that injects failures,
+//!   timeouts and delays, and `ManualClock`, a clock tests move by hand;
 //! - (feature `conformance`) `conformance`: the property-based suite any backend runs.
 //!
 //! The crate knows nothing about replay or HTTP; `workflow-core` builds on it.
 #![warn(missing_docs)]
 
-pub mod apply;
+mod apply;
+pub mod backend;
 pub mod clock;
 pub mod codec;
 mod error;
 pub mod event;
+#[cfg(any(feature = "test-util", test))]
 pub mod faults;
 pub mod id;
 mod memory;
-pub mod record;
+mod record;
 mod store;
 
 #[cfg(any(feature = "sled", feature = "redb"))]
@@ -37,7 +42,9 @@ mod sled_store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(feature = "test-util", test))]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 pub use codec::CodecError;
 pub use error::StoreError;
 pub use event::{
@@ -50,7 +57,7 @@ pub use record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
     RunRecord, RunStatus,
 };
-pub use store::{purge_candidates, Store, READ_PAGE};
+pub use store::{Store, READ_PAGE};
 
 #[cfg(feature = "redb")]
 pub use redb_store::{RedbConfig, RedbStore};

@@ -2,7 +2,7 @@
 //!
 //! For tests, examples and short-lived processes. All state sits behind one
 //! mutex; each write validates against the current state, stages its changes
-//! ([`crate::apply`]) and applies them before the lock is released, so a write is
+//! ([`crate::backend`]) and applies them before the lock is released, so a write is
 //! all or nothing and readers never see half of one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -33,7 +33,7 @@
 //! # Durability: what is on disk when a write is acknowledged
 //!
 //! Every write (`create_run`, `append`, `resume_hook`, `resume_webhook`,
-//! `wake`, and the lease operations) runs the shared rules of [`crate::apply`]
+//! `wake`, and the lease operations) runs the shared rules of [`crate::backend`]
 //! inside a redb write transaction and writes the events, their projections
 //! and both indexes in it, all or nothing. The transaction is committed with
 //! [`redb::Durability::Immediate`]: before the commit returns, redb has

@@ -27,7 +27,7 @@
 //! # Writes and the commit point
 //!
 //! Every write (`create_run`, `append`, `resume_hook`, `wake`, and the lease
-//! operations) runs the shared rules of [`crate::apply`] inside a sled
+//! operations) runs the shared rules of [`crate::backend`] inside a sled
 //! transaction over all the trees above except `meta`, and writes the events,
 //! their projections and both indexes in that transaction: all or nothing. Then
 //! the transaction is made durable: [`sled::Db::flush`], and then (unless

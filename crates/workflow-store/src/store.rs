@@ -3,7 +3,7 @@
 //! A backend keeps, per run, an append-only event log and the projections of
 //! DESIGN §3 (run status, hooks by token, open operations, the work queue), and
 //! changes the log and its projections in one atomic write. The logic that
-//! decides *what* to write is shared ([`crate::apply`]); a backend supplies reads
+//! decides *what* to write is shared ([`crate::backend`]); a backend supplies reads
 //! and an atomic commit. `workflow_store::conformance` checks any implementation.
 
 use std::time::Duration;
@@ -257,7 +257,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 /// statuses and workflow asked for, and the cursor to continue from.
 ///
 /// The candidates still have to be checked against the query inside the
-/// write that deletes them ([`crate::apply::purge`]).
+/// write that deletes them ([`crate::backend::purge`]).
 pub async fn purge_candidates<S: Store + ?Sized>(
     store: &S,
     query: &PurgeQuery,

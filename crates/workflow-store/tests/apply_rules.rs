@@ -1,4 +1,4 @@
-//! The shared store rules (`workflow_store::apply`) where no `Store` call can
+//! The shared store rules (`workflow_store::backend`) where no `Store` call can
 //! observe them: what a backend's commit reads from a [`Changes`] set, and
 //! interleavings that a store's own locking hides.
 //!
@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use workflow_store::apply::{self, Changes, ReadView, Staged};
-use workflow_store::record::{OpKind, OpState, QueueEntry, TokenOwner};
+use workflow_store::backend::{self as apply, Changes, ReadView, Staged};
+use workflow_store::backend::{OpKind, OpState, QueueEntry, TokenOwner};
 use workflow_store::{
     CorrelationId, Event, EventData, HookRecord, HookToken, NewRun, Payload, RunId, RunRecord,
     RunStatus, StoreError, Timestamp,

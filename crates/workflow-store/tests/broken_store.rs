@@ -168,7 +168,7 @@ impl Store for Broken {
                 self.inner.purge_runs(query).await
             }
             Fault::PurgeReportsOnly => {
-                let (runs, next) = workflow_store::purge_candidates(self, &query).await?;
+                let (runs, next) = workflow_store::backend::purge_candidates(self, &query).await?;
                 Ok(Purged { runs, next })
             }
             _ => self.inner.purge_runs(query).await,

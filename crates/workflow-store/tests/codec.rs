@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use workflow_store::backend::QueueEntry;
 use workflow_store::codec::{self, CodecError, FORMAT_VERSION, MAGIC};
-use workflow_store::record::{QueueEntry, RunRecord};
+use workflow_store::RunRecord;
 use workflow_store::{
     CorrelationId, ErrorRecord, Event, EventData, HookRecord, HookToken, HttpResponseRecord,
     Payload, RunId, Timestamp, WebhookResponse,

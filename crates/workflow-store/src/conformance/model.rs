@@ -4,7 +4,7 @@
 //! The model is deliberately naive: it keeps each run's log as a `Vec` and
 //! derives everything (status, live hooks, open operations, due times, whether
 //! a blocked run is parked) by scanning logs, so it shares no code with
-//! [`crate::apply`]. Operations draw their runs, correlation ids and tokens
+//! [`crate::backend`]. Operations draw their runs, correlation ids and tokens
 //! from small pools, so duplicates, unknown ids, token conflicts and writes to
 //! ended runs come up often.
 

@@ -1,5 +1,5 @@
 //! Writes of [`super::RedbStore`] inside one redb write transaction: the
-//! shared rules ([`crate::apply`]) read through a [`TxView`] of the
+//! shared rules ([`crate::backend`]) read through a [`TxView`] of the
 //! transaction's tables, and their [`Changes`] are written, with the due and
 //! status indexes, into the same transaction. The writer thread
 //! (`group_commit.rs`) puts the writes of several writers in one transaction.
@@ -81,7 +81,7 @@ impl<'txn> TxTables<'txn> {
     }
 }
 
-/// Reads by key inside the batch's transaction, for [`crate::apply`]: a job
+/// Reads by key inside the batch's transaction, for [`crate::backend`]: a job
 /// sees every write of the jobs before it in its batch.
 pub(crate) struct TxView<'a, 'txn> {
     tables: &'a TxTables<'txn>,

@@ -1,4 +1,4 @@
-//! Writes of [`super::SledStore`]: the shared rules ([`crate::apply`]) run over
+//! Writes of [`super::SledStore`]: the shared rules ([`crate::backend`]) run over
 //! sled's transactional trees, and their [`Changes`] are written, with the due and
 //! status indexes, in the same transaction. A group commit (see
 //! `group_commit.rs`) puts the writes of several writers in one transaction.
@@ -328,7 +328,7 @@ fn transact(
     })
 }
 
-/// Reads by key inside the transaction, for [`crate::apply`].
+/// Reads by key inside the transaction, for [`crate::backend`].
 pub(crate) struct TxView<'t> {
     tx: &'t TxTrees<'t>,
     /// The first sled error of the transaction, stashed so that the closure can

@@ -41,7 +41,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use workflow_store::record::{OpKind, OpState, QueueEntry};
+use workflow_store::backend::{OpKind, OpState, QueueEntry};
 use workflow_store::{
     codec, CorrelationId, ErrorRecord, Event, EventData, EventKind, HookRecord, HookToken, NewRun,
     Payload, RunId, RunQuery, RunRecord, RunStatus, Store, StoreError, Timestamp,
@@ -776,7 +776,7 @@ fn verify<B: CrashBackend>(dir: &Path, acked: &BTreeMap<(RunId, u64), Acked>) ->
         let tokens: BTreeMap<Vec<u8>, (RunId, CorrelationId)> = B::raw_table(&store, "tokens")
             .into_iter()
             .map(|(k, v)| {
-                let owner: workflow_store::record::TokenOwner =
+                let owner: workflow_store::backend::TokenOwner =
                     codec::decode_record(&v).expect("token owner decodes");
                 (k, (owner.run_id, owner.hook))
             })
