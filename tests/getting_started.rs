@@ -11,24 +11,27 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use workflow::{Context, Engine, RunId, SledStore, StepError, WebhookOptions, WorkflowError};
+use workflow::{
+    Context, Engine, RunId, SledStore, StepError, WebhookOptions, WorkflowError, WorkflowRef,
+};
 
 #[derive(Serialize, Deserialize)]
 struct Signup {
     email: String,
 }
 
+/// The workflow's name (what runs record) with its input and output types.
+const CONFIRM_SIGNUP: WorkflowRef<Signup, String> = WorkflowRef::new("confirm_signup");
+
 /// Sends a confirmation link, waits (durably) until it is clicked, answers the
 /// click itself, and finishes.
 async fn confirm_signup(ctx: Context, signup: Signup) -> Result<String, WorkflowError> {
-    let mut webhook = ctx.create_webhook(WebhookOptions::new().manual(Duration::from_secs(10)));
+    let mut webhook = ctx.create_webhook(WebhookOptions::new().manual(Duration::from_secs(10)))?;
     let link = webhook.path(); // /.well-known/workflow/v1/webhook/<random token>
-    ctx.step("send-confirmation-email", |_| {
-        let (email, link) = (signup.email.clone(), link.clone());
-        async move {
-            // send_email(&email, &link).await.map_err(StepError::retryable)?;
-            Ok::<_, StepError>(format!("sent {link} to {email}"))
-        }
+                               // A step: an async closure that borrows the workflow's locals (no clones).
+    ctx.step("send-confirmation-email", async |_| {
+        // send_email(&signup.email, &link).await?;   // any error: retried
+        Ok::<_, StepError>(format!("sent {link} to {}", signup.email))
     })
     .await?;
     let click = webhook.next().await?;
@@ -43,10 +46,10 @@ async fn start_signup(
     Json(signup): Json<Signup>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let run = engine
-        .start("confirm_signup", &signup)
+        .start(CONFIRM_SIGNUP, &signup)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(serde_json::json!({ "run": run.to_string() })))
+    Ok(Json(serde_json::json!({ "run": run.id().to_string() })))
 }
 
 async fn signup_status(
@@ -76,7 +79,7 @@ fn app(engine: Engine) -> Router {
 fn engine(data_dir: &std::path::Path) -> Result<Engine, workflow::store::StoreError> {
     let store = SledStore::open(data_dir)?;
     Ok(Engine::builder(store)
-        .workflow("confirm_signup", confirm_signup)
+        .workflow(CONFIRM_SIGNUP, confirm_signup)
         .build())
 }
 
@@ -135,14 +138,13 @@ async fn the_getting_started_app_confirms_a_signup_through_its_webhook() {
     let run: serde_json::Value = serde_json::from_str(&body).unwrap();
     let run: RunId = run["run"].as_str().unwrap().parse().unwrap();
 
-    // In production the link arrives by email; here, take it from the run's live webhook.
-    let link = loop {
-        let hooks = engine.store().list_hooks(run).await.unwrap();
-        if let Some(h) = hooks.iter().find(|h| h.live) {
-            break workflow::webhook_path(h.token.as_str());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    // In production the link arrives by email; here, take it from the run's
+    // live webhook once the run has created it (woken by the change feed).
+    let hook = engine
+        .wait_for_live_hook(&run, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let link = workflow::webhook_path(hook.token.as_str());
     let (status, body) = request(addr, "GET", &format!("/signup/{run}"), "").await;
     assert_eq!(status, 200);
     assert!(body.contains("running"), "{body}");
@@ -157,8 +159,8 @@ async fn the_getting_started_app_confirms_a_signup_through_its_webhook() {
     let (status, body) = request(addr, "POST", &link, "").await;
     assert_eq!(status, 200);
     assert_eq!(body, "Thanks, your address is confirmed.");
-    let done: String = engine.result(&run).await.unwrap();
-    assert_eq!(done, "ann@example.com confirmed");
+    let done = engine.run_handle(CONFIRM_SIGNUP, run).await.unwrap();
+    assert_eq!(done.result().await.unwrap(), "ann@example.com confirmed");
     let (_, body) = request(addr, "GET", &format!("/signup/{run}"), "").await;
     assert!(body.contains("completed"), "{body}");
     server.abort();

@@ -88,8 +88,8 @@ pub async fn sample(ctx: Context, input: u32) -> Result<u32, WorkflowError> {
     };
     ctx.sleep(Duration::from_millis(5)).await?;
     let mut hook =
-        ctx.create_hook::<u32>(HookOptions::token(format!("sample:{input}")).metadata(&"meta"));
-    let mut webhook = ctx.create_webhook(WebhookOptions::new().manual(Duration::from_secs(5)));
+        ctx.create_hook::<u32>(HookOptions::token(format!("sample:{input}")).metadata(&"meta"))?;
+    let mut webhook = ctx.create_webhook(WebhookOptions::new().manual(Duration::from_secs(5)))?;
     let value = hook.next().await?;
     let request = webhook.next().await?;
     let answer = http::Response::builder()

@@ -252,8 +252,8 @@ fn round_trip(request: &WebhookRequest) {
 
 /// Waits on a default-mode webhook and a plain hook, forever.
 pub async fn sink(ctx: Context, _: ()) -> Result<(), WorkflowError> {
-    let _plain = ctx.create_hook::<u32>(HookOptions::token(PLAIN));
-    let mut webhook = ctx.create_webhook(WebhookOptions::token(LIVE));
+    let _plain = ctx.create_hook::<u32>(HookOptions::token(PLAIN))?;
+    let mut webhook = ctx.create_webhook(WebhookOptions::token(LIVE))?;
     loop {
         webhook.next().await?;
     }

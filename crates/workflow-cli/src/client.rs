@@ -20,7 +20,7 @@ pub struct RemoteClient {
 
 /// Percent-encodes a path segment (everything but unreserved characters).
 fn segment(s: &str) -> String {
-    workflow_core::hook::encode_token_for_path(s)
+    workflow_core::webhook::encode_path_segment(s)
 }
 
 impl RemoteClient {

@@ -56,7 +56,7 @@ pub async fn approve_order(ctx: Context, order: Order) -> Result<String, Workflo
         WebhookOptions::token(format!("order:{}", order.id))
             .metadata(&order.id)
             .manual(Duration::from_secs(30)),
-    );
+    )?;
     let path = webhook.path();
     ctx.step("notify-reviewer", |_| {
         let path = path.clone();
@@ -111,7 +111,8 @@ pub struct Room {
 /// Collects messages sent to the hook `chat:{room}` (with `workflow resume`
 /// or `Engine::resume_hook`) until one is "stop"; the hook is a stream.
 pub async fn chat(ctx: Context, room: Room) -> Result<Vec<String>, WorkflowError> {
-    let mut messages = ctx.create_hook::<String>(HookOptions::token(format!("chat:{}", room.room)));
+    let mut messages =
+        ctx.create_hook::<String>(HookOptions::token(format!("chat:{}", room.room)))?;
     let mut transcript = Vec::new();
     while let Some(message) = StreamExt::next(&mut messages).await {
         let text = message?;

@@ -161,7 +161,7 @@ async fn mixed(ctx: Context, input: Input) -> Result<Vec<String>, WorkflowError>
     })
     .await?;
     ctx.sleep(Duration::from_millis(100)).await?;
-    let mut webhook = ctx.create_webhook(WebhookOptions::token(token(n)));
+    let mut webhook = ctx.create_webhook(WebhookOptions::token(token(n)))?;
     let mut ids = Vec::with_capacity(input.requests as usize);
     for i in 0..input.requests {
         let request = webhook.next().await?;

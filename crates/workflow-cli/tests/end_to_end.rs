@@ -243,7 +243,8 @@ fn check_replay_detects_a_changed_workflow() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Record a finished flaky_job run with this binary's workflows.
-        let engine = workflow_cli::serve::engine(workflow_cli::serve::open_store(&data, None).unwrap());
+        let engine =
+            workflow_cli::serve::engine(workflow_cli::serve::open_store(&data, None).unwrap());
         engine.start_workers();
         let run = engine
             .start(

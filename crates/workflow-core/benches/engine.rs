@@ -31,7 +31,8 @@ fn quick() -> bool {
 
 /// Consumes `n` payloads from the hook `bench:{id}`.
 async fn sink(ctx: Context, (id, n): (u32, u32)) -> Result<u32, WorkflowError> {
-    let mut hook = ctx.create_hook::<u32>(workflow_core::HookOptions::token(format!("bench:{id}")));
+    let mut hook =
+        ctx.create_hook::<u32>(workflow_core::HookOptions::token(format!("bench:{id}")))?;
     let mut sum = 0u32;
     for _ in 0..n {
         sum = sum.wrapping_add(hook.next().await?);

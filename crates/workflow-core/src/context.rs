@@ -172,29 +172,35 @@ impl Context {
     /// # use workflow_core::{Context, HookOptions, WorkflowError};
     /// # #[derive(serde::Deserialize)] struct Decision { approved: bool }
     /// async fn approve(ctx: Context, order: u64) -> Result<bool, WorkflowError> {
-    ///     let mut hook = ctx.create_hook::<Decision>(HookOptions::token(format!("order:{order}")));
+    ///     let mut hook = ctx.create_hook::<Decision>(HookOptions::token(format!("order:{order}")))?;
     ///     let decision = hook.next().await?;
     ///     Ok(decision.approved)
     /// }
     /// ```
-    pub fn create_hook<T>(&self, options: HookOptions) -> Hook<T> {
+    ///
+    /// A custom token that is not a valid token is
+    /// [`HookError::InvalidToken`], and metadata that cannot be encoded
+    /// [`HookError::InvalidMetadata`], here, when the hook is created (both
+    /// convert into a [`WorkflowError`](crate::WorkflowError) with `?`).
+    pub fn create_hook<T>(&self, options: HookOptions) -> Result<Hook<T>, HookError> {
         self.create_hook_with_mode(options, None)
     }
 
     /// Creates a webhook: a hook whose payloads are HTTP requests sent to
-    /// [`Webhook::path`], answered as `options` says.
-    pub fn create_webhook(&self, options: WebhookOptions) -> Webhook {
+    /// [`Webhook::path`], answered as `options` says. Fails like
+    /// [`Context::create_hook`].
+    pub fn create_webhook(&self, options: WebhookOptions) -> Result<Webhook, HookError> {
         let mode = options.stored_mode();
-        Webhook {
-            hook: self.create_hook_with_mode(options.hook, Some(mode)),
-        }
+        Ok(Webhook {
+            hook: self.create_hook_with_mode(options.hook, Some(mode))?,
+        })
     }
 
     fn create_hook_with_mode<T>(
         &self,
         options: HookOptions,
         webhook: Option<workflow_store::WebhookResponse>,
-    ) -> Hook<T> {
+    ) -> Result<Hook<T>, HookError> {
         forbid_in_step("Context::create_hook");
         let mut st = lock(&self.state);
         let index = st.peek_index();
@@ -238,13 +244,19 @@ impl Context {
             .map(|s| s.id.clone())
             .unwrap_or_else(|| workflow_store::CorrelationId::from_parts("hook", index));
         drop(st);
-        Hook {
+        let hook = Hook {
             state: self.state.clone(),
             index,
             id,
             token,
-            invalid,
             _payload: std::marker::PhantomData,
+        };
+        // An invalid hook keeps its place in the program order (so the ids
+        // of the operations after it do not depend on it) but is never
+        // recorded; the handle is dropped here.
+        match invalid {
+            Some(e) => Err(e),
+            None => Ok(hook),
         }
     }
 

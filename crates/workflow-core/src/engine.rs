@@ -279,7 +279,7 @@ impl Engine {
     /// run; [`EngineError::WrongWorkflow`] if it is a run of another workflow.
     pub async fn run_handle<I, O>(
         &self,
-        workflow: &WorkflowRef<I, O>,
+        workflow: WorkflowRef<I, O>,
         run: RunId,
     ) -> Result<RunHandle<O>, EngineError> {
         let rec = self.run(&run).await?;

@@ -58,8 +58,8 @@ impl HookOptions {
     }
 
     /// A hook with this token, one a sender can rebuild (`order:42`). It must be
-    /// 1 to 256 URL-safe characters (see [`HookToken`]); otherwise the hook
-    /// yields [`HookError::InvalidToken`].
+    /// 1 to 256 URL-safe characters (see [`HookToken`]); otherwise creating
+    /// the hook fails with [`HookError::InvalidToken`].
     pub fn token(token: impl Into<String>) -> Self {
         HookOptions {
             token: Some(token.into()),
@@ -130,8 +130,6 @@ pub struct Hook<T> {
     pub(crate) index: u64,
     pub(crate) id: CorrelationId,
     pub(crate) token: HookToken,
-    /// Why the hook's options are invalid: every call yields this error.
-    pub(crate) invalid: Option<HookError>,
     pub(crate) _payload: PhantomData<fn() -> T>,
 }
 
@@ -165,16 +163,11 @@ impl<T: DeserializeOwned> Hook<T> {
     /// Disposes the hook: records `hook_disposed` and frees the token for reuse.
     /// Payloads already received and not taken are dropped with it.
     pub fn dispose(self) {
-        if self.invalid.is_none() {
-            lock(&self.state).request_dispose(self.index);
-        }
+        lock(&self.state).request_dispose(self.index);
         // Drop marks the slot dropped.
     }
 
     fn poll_payload(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T, HookError>>> {
-        if let Some(invalid) = &self.invalid {
-            return Poll::Ready(Some(Err(invalid.clone())));
-        }
         let mut st = lock(&self.state);
         let Some(slot) = st.ops.get_mut(&self.index) else {
             return Poll::Pending;
@@ -234,18 +227,4 @@ impl<T: DeserializeOwned> Future for HookNext<'_, T> {
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
-}
-
-/// Percent-encodes a token for a URL path segment (everything but RFC 3986
-/// unreserved characters).
-pub fn encode_token_for_path(token: &str) -> String {
-    let mut out = String::with_capacity(token.len());
-    for b in token.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

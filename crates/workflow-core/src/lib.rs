@@ -40,6 +40,7 @@ pub use resume::{HookDefinition, ResumeError};
 pub use step::{Backoff, Step, StepContext, StepOptions};
 pub use timer::Sleep;
 pub use webhook::{
-    webhook_path, ResponseMode, Webhook, WebhookOptions, WebhookRequest, WEBHOOK_PATH_PREFIX,
+    webhook_path, ResponseMode, Webhook, WebhookOptions, WebhookRequest, WebhookRequestError,
+    WEBHOOK_PATH_PREFIX,
 };
 pub use workflow_ref::{RunHandle, StartWorkflow, WorkflowName, WorkflowRef};

@@ -11,13 +11,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, warn};
 use workflow_store::{
-    Change, EventData, HookRecord, HookToken, Payload, Resumed, StoreError, WebhookResponse,
+    Change, EventData, HookRecord, HookToken, Payload, Resumed, RunId, StoreError, WebhookResponse,
 };
 
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::feed::{wait_for_change, Feed};
-use crate::hook::{Hook, HookOptions};
+use crate::hook::{Hook, HookError, HookOptions};
 use crate::webhook::{http_response, WebhookRequest};
 
 /// Why a payload was not delivered. Nothing was recorded.
@@ -47,6 +47,15 @@ pub enum ResumeError {
     TimedOut {
         /// The token.
         token: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// [`Engine::wait_for_live_hook`]: the run had no live hook within the
+    /// time given.
+    #[error("run {run} had no live hook within {waited:?}")]
+    NoLiveHook {
+        /// The run.
+        run: RunId,
         /// How long it was waited for.
         waited: Duration,
     },
@@ -127,6 +136,42 @@ impl Engine {
             let wait = (deadline - now).min(poll);
             // A new hook is an append to its run, whichever run that is.
             wait_for_change(&mut feed, wait, |c| matches!(c, Change::Appended { .. })).await;
+        }
+    }
+
+    /// Waits until `run` has a live hook (it has reached a point where it
+    /// waits for one) and returns the first one; [`ResumeError::TimedOut`]
+    /// after `timeout`. For a caller that does not know the token in
+    /// advance (a random one): the hook's record has it. Woken like
+    /// [`Engine::wait_for_hook`], without a polling loop.
+    pub async fn wait_for_live_hook(
+        &self,
+        run: &RunId,
+        timeout: Duration,
+    ) -> Result<HookRecord, ResumeError> {
+        let mut feed = self.store().subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let poll = self.settings().poll_interval;
+        loop {
+            let hooks = self.store().list_hooks(*run).await?;
+            if let Some(hook) = hooks.into_iter().find(|h| h.live) {
+                return Ok(hook);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ResumeError::NoLiveHook {
+                    run: *run,
+                    waited: timeout,
+                });
+            }
+            let wait = (deadline - now).min(poll);
+            let run = *run;
+            wait_for_change(
+                &mut feed,
+                wait,
+                |c| matches!(c, Change::Appended { run: r, .. } if *r == run),
+            )
+            .await;
         }
     }
 
@@ -338,8 +383,8 @@ impl<T: Serialize + DeserializeOwned> HookDefinition<T> {
         self
     }
 
-    /// Creates the hook in a workflow.
-    pub fn create(&self, ctx: &Context, options: HookOptions) -> Hook<T> {
+    /// Creates the hook in a workflow (see [`Context::create_hook`]).
+    pub fn create(&self, ctx: &Context, options: HookOptions) -> Result<Hook<T>, HookError> {
         ctx.create_hook(options)
     }
 

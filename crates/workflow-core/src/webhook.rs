@@ -39,8 +39,13 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Percent-encodes `segment` for a URL path (`order:42` is `order%3A42`).
-pub(crate) fn encode_path_segment(segment: &str) -> String {
+/// Percent-encodes `segment` for a URL path (`order:42` is `order%3A42`):
+/// everything but RFC 3986's unreserved characters.
+///
+/// ```
+/// assert_eq!(workflow_core::webhook::encode_path_segment("order:42"), "order%3A42");
+/// ```
+pub fn encode_path_segment(segment: &str) -> String {
     utf8_percent_encode(segment, PATH_SEGMENT).to_string()
 }
 
@@ -486,11 +491,18 @@ mod tests {
         assert_eq!(encode_path_segment("a-b.c_d~e"), "a-b.c_d~e");
         assert_eq!(encode_path_segment("a/b c+%"), "a%2Fb%20c%2B%25");
         assert_eq!(encode_path_segment("\u{2713}"), "%E2%9C%93");
-        // The same as the hand-written encoder in `hook`, for every byte.
+        // Every byte but the unreserved ones is escaped, upper-case hex.
         let every: String = (1u8..=127).map(char::from).chain(['é', '✓']).collect();
-        assert_eq!(
-            encode_path_segment(&every),
-            crate::hook::encode_token_for_path(&every)
-        );
+        let expected: String = every
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        assert_eq!(encode_path_segment(&every), expected);
     }
 }

@@ -241,7 +241,7 @@ async fn a_hook_payload_reaches_the_workflow_while_a_step_runs(ts: TestStore) {
             let mut hook = ctx.create_hook::<String>(HookOptions::token(format!(
                 "payload-during-step:{}",
                 ctx.run_id()
-            )));
+            )))?;
             let slow = ctx.step("slow", |_| async {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 Ok::<_, StepError>("step".to_string())
@@ -467,7 +467,7 @@ async fn a_manual_answer_given_after_the_webhook_is_dropped_reaches_the_caller(t
             let mut webhook = ctx.create_webhook(
                 WebhookOptions::token(format!("answer-later:{}", ctx.run_id()))
                     .manual(Duration::from_secs(10)),
-            );
+            )?;
             let request = webhook.next().await?;
             drop(webhook);
             let n = ctx
@@ -502,11 +502,11 @@ async fn dispose_then_create_with_the_same_token_in_one_stall_is_no_conflict(ts:
     let e = engine(&ts, Duration::from_secs(5), |b| {
         b.workflow("reuse-token", |ctx: Context, _: ()| async move {
             let token = format!("reuse:{}", ctx.run_id());
-            let first = ctx.create_hook::<u32>(HookOptions::token(token.clone()));
+            let first = ctx.create_hook::<u32>(HookOptions::token(token.clone()))?;
             ctx.step("between", |_| async { Ok::<_, StepError>(()) })
                 .await?;
             first.dispose();
-            let mut second = ctx.create_hook::<u32>(HookOptions::token(token));
+            let mut second = ctx.create_hook::<u32>(HookOptions::token(token))?;
             Ok(second.next().await?)
         })
     });
@@ -665,13 +665,13 @@ async fn a_cached_run_does_not_keep_the_payloads_it_was_given(ts: TestStore) {
     let e = engine(&ts, Duration::from_secs(5), |b| {
         b.workflow("consumer", |ctx: Context, _: ()| async move {
             let mut hook =
-                ctx.create_hook::<Vec<u8>>(HookOptions::token(format!("big:{}", ctx.run_id())));
+                ctx.create_hook::<Vec<u8>>(HookOptions::token(format!("big:{}", ctx.run_id())))?;
             let mut total = 0usize;
             for _ in 0..PAYLOADS {
                 total += hook.next().await?.len();
             }
             let mut done =
-                ctx.create_hook::<()>(HookOptions::token(format!("done:{}", ctx.run_id())));
+                ctx.create_hook::<()>(HookOptions::token(format!("done:{}", ctx.run_id())))?;
             done.next().await?;
             Ok(total)
         })

@@ -28,7 +28,7 @@ async fn mixed(ctx: Context, n: u32) -> Result<u32, WorkflowError> {
         })
         .await?;
     ctx.sleep(Duration::from_millis(20)).await?;
-    let mut hook = ctx.create_hook::<u32>(HookOptions::token(format!("faulty:{n}")));
+    let mut hook = ctx.create_hook::<u32>(HookOptions::token(format!("faulty:{n}")))?;
     let extra = hook.next().await?;
     let c = ctx
         .step(

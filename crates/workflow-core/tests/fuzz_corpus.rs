@@ -14,6 +14,7 @@
 
 #[path = "../../../fuzz/common/replay_log.rs"]
 mod replay_log;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,8 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use workflow_core::Engine;
 use workflow_store::{
-    CorrelationId, ErrorRecord, Event, EventData, EventKind, HookToken, MemoryStore, Payload,
-    RunId, RunStatus, Store, Timestamp, WebhookResponse,
+    CorrelationId, ErrorRecord, Event, EventData, EventKind, HookRecord, HookToken, MemoryStore,
+    Payload, RunId, RunStatus, Store, Timestamp, WebhookResponse,
 };
 
 fn corpus_dir() -> PathBuf {
@@ -133,14 +134,17 @@ async fn hook_live(engine: &Engine, token: &str) {
 }
 
 async fn webhook_token(store: &MemoryStore, run: RunId) -> HookToken {
-    for _ in 0..1000 {
-        let hooks = store.list_hooks(run).await.unwrap();
-        if let Some(h) = hooks.into_iter().find(|h| h.webhook.is_some() && h.live) {
-            return h.token;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the webhook of run {run} never became live");
+    let live_webhook = |hooks: &[HookRecord]| {
+        hooks
+            .iter()
+            .find(|h| h.webhook.is_some() && h.live)
+            .map(|h| h.token.clone())
+    };
+    let hooks = support::wait_until(store, run, "a live webhook", |hooks, _| {
+        live_webhook(hooks).is_some()
+    })
+    .await;
+    live_webhook(&hooks).expect("a live webhook")
 }
 
 async fn send_webhook(engine: &Engine, token: &HookToken, body: &'static str) {

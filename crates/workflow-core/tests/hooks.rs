@@ -45,7 +45,7 @@ async fn early_payload_is_delivered_when_the_workflow_waits() {
         b.workflow("late-waiter", |ctx: Context, id: u32| async move {
             let mut hook = ctx.create_hook::<Decision>(
                 HookOptions::token(format!("order:{id}")).metadata(&"meta"),
-            );
+            )?;
             // Busy with other work before waiting.
             ctx.sleep(Duration::from_millis(150)).await?;
             let d = hook.next().await?;
@@ -74,7 +74,7 @@ async fn a_stream_of_100_payloads_arrives_in_order() {
     let store = MemoryStore::new();
     let e = engine(store.clone(), |b| {
         b.workflow("collector", |ctx: Context, _: ()| async move {
-            let hook = ctx.create_hook::<u32>(HookOptions::token("stream"));
+            let hook = ctx.create_hook::<u32>(HookOptions::token("stream"))?;
             let all: Vec<u32> = hook.take(100).map(|r| r.unwrap()).collect().await;
             Ok(all)
         })
@@ -94,14 +94,14 @@ async fn dispose_frees_the_token_and_run_end_releases_it() {
     let store = MemoryStore::new();
     let e = engine(store.clone(), |b| {
         b.workflow("disposer", |ctx: Context, _: ()| async move {
-            let mut hook = ctx.create_hook::<u32>(HookOptions::token("shared-token"));
+            let mut hook = ctx.create_hook::<u32>(HookOptions::token("shared-token"))?;
             let first = hook.next().await?;
             hook.dispose();
             ctx.sleep(Duration::from_millis(300)).await?;
             Ok(first)
         })
         .workflow("holder", |ctx: Context, _: ()| async move {
-            let mut hook = ctx.create_hook::<u32>(HookOptions::token("shared-token"));
+            let mut hook = ctx.create_hook::<u32>(HookOptions::token("shared-token"))?;
             Ok(hook.next().await?)
         })
     });
@@ -109,12 +109,10 @@ async fn dispose_frees_the_token_and_run_end_releases_it() {
     wait_for_hook(&e, "shared-token").await;
     e.resume_hook("shared-token", &1u32).await.unwrap();
     // After dispose the token is unknown...
-    for _ in 0..200 {
-        if e.get_hook("shared-token").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::wait_until(&store, a, "the dispose", |_, kinds| {
+        kinds.contains(&EventKind::HookDisposed)
+    })
+    .await;
     assert!(matches!(
         e.resume_hook("shared-token", &2u32).await,
         Err(ResumeError::NotFound { .. })
@@ -146,7 +144,7 @@ async fn a_token_conflict_is_an_error_the_second_run_handles() {
     let store = MemoryStore::new();
     let e = engine(store.clone(), |b| {
         b.workflow("claim", |ctx: Context, _: ()| async move {
-            let mut hook = ctx.create_hook::<u32>(HookOptions::token("contested"));
+            let mut hook = ctx.create_hook::<u32>(HookOptions::token("contested"))?;
             match hook.next().await {
                 Ok(v) => Ok(format!("got {v}")),
                 Err(HookError::Conflict { token, run }) => {
@@ -174,7 +172,7 @@ async fn a_thousand_concurrent_resumes_are_each_delivered_once_in_seq_order() {
     let store = MemoryStore::new();
     let e = engine(store.clone(), |b| {
         b.workflow("sink", |ctx: Context, n: u32| async move {
-            let mut hook = ctx.create_hook::<u32>(HookOptions::token("sink"));
+            let mut hook = ctx.create_hook::<u32>(HookOptions::token("sink"))?;
             let mut got = Vec::new();
             for _ in 0..n {
                 got.push(hook.next().await?);
@@ -219,7 +217,7 @@ async fn undecodable_payload_is_a_decode_error_and_stays_in_the_log() {
     let store = MemoryStore::new();
     let e = engine(store.clone(), |b| {
         b.workflow("typed", |ctx: Context, _: ()| async move {
-            let mut hook = ctx.create_hook::<Decision>(HookOptions::token("typed"));
+            let mut hook = ctx.create_hook::<Decision>(HookOptions::token("typed"))?;
             let first = hook.next().await;
             let second = hook.next().await?;
             Ok((
@@ -269,7 +267,7 @@ async fn hook_definition_validates_before_recording() {
         b.workflow("defined", move |ctx: Context, _: ()| {
             let def = def.clone();
             async move {
-                let mut hook = def.create(&ctx, HookOptions::token("defined"));
+                let mut hook = def.create(&ctx, HookOptions::token("defined"))?;
                 Ok(hook.next().await?)
             }
         })
@@ -318,18 +316,36 @@ async fn resume_of_unknown_or_invalid_tokens_is_a_typed_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_custom_token_is_an_error_in_the_workflow() {
+async fn an_invalid_custom_token_is_an_error_when_the_hook_is_created() {
     let e = engine(MemoryStore::new(), |b| {
         b.workflow("bad-token", |ctx: Context, _: ()| async move {
-            let mut hook = ctx.create_hook::<u32>(HookOptions::token("no spaces allowed"));
-            match hook.next().await {
-                Err(HookError::InvalidToken { .. }) => Ok("invalid".to_string()),
-                other => Ok(format!("{other:?}")),
-            }
+            let outcome = match ctx.create_hook::<u32>(HookOptions::token("no spaces allowed")) {
+                Err(HookError::InvalidToken { .. }) => "invalid".to_string(),
+                Err(other) => format!("{other:?}"),
+                Ok(_) => "created".to_string(),
+            };
+            // The failed creation keeps its place: the next hook is hook:1
+            // on every replay, and nothing of the bad one is recorded.
+            let mut good = ctx.create_hook::<u32>(HookOptions::token("good-after-bad"))?;
+            let n = good.next().await?;
+            Ok(format!("{outcome} {n}"))
         })
     });
     let run = e.start("bad-token", &()).await.unwrap();
-    assert_eq!(e.result::<String>(&run).await.unwrap(), "invalid");
+    e.wait_for_hook("good-after-bad", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    e.resume_hook("good-after-bad", &7u32).await.unwrap();
+    assert_eq!(e.result::<String>(&run).await.unwrap(), "invalid 7");
+    let kinds = support::kinds(e.store().as_ref(), run).await;
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::HookCreated)
+            .count(),
+        1,
+        "only the good hook is recorded: {kinds:?}"
+    );
     e.shutdown().await;
 }
 
@@ -372,7 +388,7 @@ fn random_tokens_are_distinct_url_safe_and_carry_128_bits_or_more() {
 async fn two_runs_with_the_same_input_get_different_default_tokens() {
     let e = engine(MemoryStore::new(), |b| {
         b.workflow("tokens", |ctx: Context, _: u8| async move {
-            let hook = ctx.create_hook::<u8>(HookOptions::new());
+            let hook = ctx.create_hook::<u8>(HookOptions::new())?;
             let token = hook.token().to_string();
             // The token survives a replay unchanged.
             ctx.sleep(Duration::from_millis(50)).await?;
@@ -405,7 +421,7 @@ fn post(body: &str) -> http::Request<Bytes> {
 async fn webhook_default_mode_answers_202_and_records_the_request() {
     let e = engine(MemoryStore::new(), |b| {
         b.workflow("wh", |ctx: Context, _: ()| async move {
-            let mut wh = ctx.create_webhook(WebhookOptions::token("wh-default"));
+            let mut wh = ctx.create_webhook(WebhookOptions::token("wh-default"))?;
             assert_eq!(wh.path(), "/.well-known/workflow/v1/webhook/wh-default");
             let req = wh.next().await?;
             Ok((
@@ -440,7 +456,7 @@ async fn webhook_static_mode_answers_the_stored_response() {
                 .body(Bytes::from_static(b"thanks"))
                 .unwrap();
             let mut wh =
-                ctx.create_webhook(WebhookOptions::token("wh-static").static_response(response));
+                ctx.create_webhook(WebhookOptions::token("wh-static").static_response(response))?;
             wh.next().await?;
             wh.next().await?;
             Ok(())
@@ -461,7 +477,7 @@ async fn webhook_static_mode_answers_the_stored_response() {
 async fn manual_workflow(ctx: Context, timeout_ms: u64) -> Result<u32, WorkflowError> {
     let mut wh = ctx.create_webhook(
         WebhookOptions::token("wh-manual").manual(Duration::from_millis(timeout_ms)),
-    );
+    )?;
     let mut answered = 0;
     loop {
         let req = wh.next().await?;
@@ -541,7 +557,7 @@ async fn a_manual_request_nobody_will_answer_is_answered_at_once() {
                 let mut wh = ctx.create_webhook(
                     WebhookOptions::token(format!("silent:{}", ctx.run_id()))
                         .manual(Duration::from_secs(60)),
-                );
+                )?;
                 let request = wh.next().await?;
                 if ending == "dispose" {
                     wh.dispose();
@@ -604,7 +620,7 @@ async fn webhook_replay_after_restart_does_not_answer_again() {
 async fn webhook_unknown_empty_and_invalid_tokens() {
     let e = engine(MemoryStore::new(), |b| {
         b.workflow("plain", |ctx: Context, _: ()| async move {
-            let mut h = ctx.create_hook::<u32>(HookOptions::token("plain-hook"));
+            let mut h = ctx.create_hook::<u32>(HookOptions::token("plain-hook"))?;
             Ok(h.next().await?)
         })
     });

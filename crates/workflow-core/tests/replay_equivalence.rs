@@ -206,8 +206,11 @@ async fn interpret(
                 out.push("timer".to_string());
             }
             Instr::PayloadBeatsStep => {
-                let mut hook =
-                    ctx.create_hook::<String>(HookOptions::token(hook_token(ctx.run_id(), tag, i)));
+                let mut hook = ctx.create_hook::<String>(HookOptions::token(hook_token(
+                    ctx.run_id(),
+                    tag,
+                    i,
+                )))?;
                 let slow = ctx.step_with(&format!("slow{i}"), opts(), |_| slow_step(400));
                 futures::pin_mut!(slow);
                 let payload = futures::select_biased! {

@@ -84,9 +84,9 @@ async fn typed_start_and_result_and_borrowing_steps() {
     assert_eq!(engine.result::<String>(&id).await.unwrap(), "hi");
 
     // Found again by id, typed; a run of another workflow is refused.
-    let again = engine.run_handle(&ECHO, id).await.unwrap();
+    let again = engine.run_handle(ECHO, id).await.unwrap();
     assert_eq!(again.result().await.unwrap(), "hi");
-    match engine.run_handle(&ECHO, run.id()).await {
+    match engine.run_handle(ECHO, run.id()).await {
         Err(EngineError::WrongWorkflow {
             expected, found, ..
         }) => assert_eq!((expected.as_str(), found.as_str()), ("echo", "checkout")),

@@ -49,7 +49,7 @@ fn env_or(name: &str, default: usize) -> usize {
 /// Consumes `n` requests of one default-mode webhook; returns their bodies in
 /// the order it received them.
 async fn sink(ctx: Context, n: u32) -> Result<Vec<String>, WorkflowError> {
-    let mut webhook = ctx.create_webhook(WebhookOptions::token(TOKEN));
+    let mut webhook = ctx.create_webhook(WebhookOptions::token(TOKEN))?;
     let mut ids = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let request = webhook.next().await?;

@@ -97,7 +97,7 @@ fn sizes() -> Sizes {
 
 /// Consumes every request of its webhook, forever.
 async fn consume(ctx: Context, _: ()) -> Result<(), WorkflowError> {
-    let mut webhook = ctx.create_webhook(WebhookOptions::token(TOKEN));
+    let mut webhook = ctx.create_webhook(WebhookOptions::token(TOKEN))?;
     loop {
         webhook.next().await?;
     }

@@ -18,7 +18,7 @@ use workflow_store::MemoryStore;
 async fn await_payment(ctx: Context, id: u32) -> Result<String, WorkflowError> {
     let mut webhook = ctx.create_webhook(
         WebhookOptions::token(format!("order:{id}")).manual(Duration::from_secs(10)),
-    );
+    )?;
     let request = webhook.next().await?;
     let answer = format!("order {id}: received {} bytes\n", request.body.len());
     request.respond(

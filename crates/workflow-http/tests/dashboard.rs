@@ -933,7 +933,7 @@ async fn a_custom_prefix_moves_everything() {
 async fn approve(ctx: Context, id: u64) -> Result<String, WorkflowError> {
     let mut webhook = ctx.create_webhook(
         WebhookOptions::token(format!("order:{id}")).manual(Duration::from_secs(10)),
-    );
+    )?;
     let path = webhook.path();
     ctx.step("notify", move |_| {
         let path = path.clone();

@@ -159,7 +159,7 @@ async fn steps(ctx: Context, n: u32) -> Result<u32, WorkflowError> {
 
 /// Waits on the hook `susp-{id}` and returns what it receives.
 async fn suspend(ctx: Context, id: u32) -> Result<String, WorkflowError> {
-    let mut hook = ctx.create_hook::<String>(HookOptions::token(format!("susp-{id}")));
+    let mut hook = ctx.create_hook::<String>(HookOptions::token(format!("susp-{id}")))?;
     Ok(hook.next().await?)
 }
 

@@ -28,7 +28,7 @@ async fn two_requests(ctx: Context, n: u32) -> Result<u32, WorkflowError> {
         .step("first", move |_| async move { Ok::<_, StepError>(n) })
         .await?;
     ctx.sleep(Duration::from_millis(100)).await?;
-    let mut webhook = ctx.create_webhook(WebhookOptions::token(format!("mp:{n}")));
+    let mut webhook = ctx.create_webhook(WebhookOptions::token(format!("mp:{n}")))?;
     let mut seen = 0u32;
     for _ in 0..2 {
         let request = webhook.next().await?;

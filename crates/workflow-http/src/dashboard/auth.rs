@@ -122,7 +122,7 @@ impl AdminAuth {
         if token.is_empty() {
             return Err(EmptyTokenError);
         }
-        let cookie_value = workflow_core::hook::encode_token_for_path(&token);
+        let cookie_value = workflow_core::webhook::encode_path_segment(&token);
         Ok(AdminAuth {
             inner: Arc::new(Inner {
                 token: Some(token),

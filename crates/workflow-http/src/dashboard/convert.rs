@@ -165,7 +165,7 @@ impl Scrubber {
                 continue;
             }
             let masked = mask(token);
-            let encoded = workflow_core::hook::encode_token_for_path(token);
+            let encoded = workflow_core::webhook::encode_path_segment(token);
             let lower = lower_hex_escapes(&encoded);
             for find in [token.to_string(), encoded, lower] {
                 if !patterns.iter().any(|(f, _)| *f == find) {

@@ -70,7 +70,7 @@ async fn collect(
     ctx: Context,
     (token, n): (String, u32),
 ) -> Result<Vec<WebhookRequest>, WorkflowError> {
-    let mut wh = ctx.create_webhook(WebhookOptions::token(token));
+    let mut wh = ctx.create_webhook(WebhookOptions::token(token))?;
     let mut got = Vec::new();
     for _ in 0..n {
         got.push(wh.next().await?);
@@ -85,7 +85,7 @@ async fn fixed(ctx: Context, (token, n): (String, u32)) -> Result<u32, WorkflowE
         .header("x-kind", "static")
         .body(Bytes::from_static(b"thanks"))
         .map_err(WorkflowError::fatal)?;
-    let mut wh = ctx.create_webhook(WebhookOptions::token(token).static_response(response));
+    let mut wh = ctx.create_webhook(WebhookOptions::token(token).static_response(response))?;
     for _ in 0..n {
         wh.next().await?;
     }
@@ -95,7 +95,7 @@ async fn fixed(ctx: Context, (token, n): (String, u32)) -> Result<u32, WorkflowE
 /// Manual mode: echoes each request; leaves "slow" unanswered; ends on "stop".
 async fn manual(ctx: Context, (token, timeout_ms): (String, u64)) -> Result<u32, WorkflowError> {
     let mut wh =
-        ctx.create_webhook(WebhookOptions::token(token).manual(Duration::from_millis(timeout_ms)));
+        ctx.create_webhook(WebhookOptions::token(token).manual(Duration::from_millis(timeout_ms)))?;
     let mut answered = 0;
     loop {
         let req = wh.next().await?;
