@@ -58,12 +58,9 @@ pub async fn approve_order(ctx: Context, order: Order) -> Result<String, Workflo
             .manual(Duration::from_secs(30)),
     )?;
     let path = webhook.path();
-    ctx.step("notify-reviewer", |_| {
-        let path = path.clone();
-        async move {
-            tracing::info!("order waits for a reviewer: POST {path} with {{\"approved\": true}}");
-            Ok::<_, StepError>(path)
-        }
+    ctx.step("notify-reviewer", async |_| {
+        tracing::info!("order waits for a reviewer: POST {path} with {{\"approved\": true}}");
+        Ok::<_, StepError>(path.clone())
     })
     .await?;
     let decision = loop {
@@ -91,10 +88,10 @@ pub async fn approve_order(ctx: Context, order: Order) -> Result<String, Workflo
         )));
     }
     ctx.sleep(Duration::from_secs(2)).await?;
-    let amount = order.amount_cents;
-    ctx.step("charge", move |s| async move {
+    ctx.step("charge", async |s| {
         Ok::<_, StepError>(format!(
-            "charged {amount} cents (idempotency key {})",
+            "charged {} cents (idempotency key {})",
+            order.amount_cents,
             s.idempotency_key()
         ))
     })

@@ -23,7 +23,7 @@ pub const SESSION_COOKIE: &str = "workflow_admin";
 /// assert!(!constant_time_eq(b"s3cre", b"s3cret"));
 /// assert!(!constant_time_eq(b"", b"s3cret"));
 /// ```
-pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     let given_len = u64::try_from(given.len()).unwrap_or(u64::MAX);
     let expected_len = u64::try_from(expected.len()).unwrap_or(u64::MAX);

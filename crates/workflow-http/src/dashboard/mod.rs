@@ -78,7 +78,7 @@ use serde_json::json;
 use workflow_core::{Engine, EngineError};
 use workflow_store::{RunId, RunStatus, StoreError};
 
-pub use auth::{constant_time_eq, AdminAuth, EmptyTokenError, SESSION_COOKIE};
+pub use auth::{AdminAuth, EmptyTokenError, SESSION_COOKIE};
 pub use config::{ActionsConfig, DashboardConfig, DEFAULT_PREFIX};
 pub use convert::{payload_json, time_text};
 
