@@ -55,7 +55,7 @@ pub struct EmptyTokenError;
 /// 2. **Bearer token** (with [`AdminAuth::with_token`]): the request must
 ///    carry `Authorization: Bearer <token>`, else `401` with
 ///    `WWW-Authenticate: Bearer`. Tokens are compared with
-///    [`constant_time_eq`].
+///    a constant-time comparison.
 ///
 /// A browser cannot add a header to a link, so for reads a browser signs in
 /// once: `GET <any protected page>?token=<token>` with the right token
