@@ -614,7 +614,7 @@ fn sigkill_loop_loses_no_acknowledged_payload_or_step() {
     let mut early = 0;
     for round in 0..kills {
         let mut child = ChildProc::spawn(dir.path(), runs, requests, false);
-        if rng.next() % 10 == 0 {
+        if rng.next().is_multiple_of(10) {
             // While it opens the store, starts runs and recovers.
             early += 1;
             std::thread::sleep(Duration::from_millis(rng.between(5, 60)));
