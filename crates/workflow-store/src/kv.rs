@@ -77,6 +77,31 @@ pub(crate) const META: &str = "meta";
 /// Key in [`META`] of the layout version.
 pub(crate) const LAYOUT_VERSION_KEY: &[u8] = b"layout_version";
 
+/// Runs a call into the embedded database (sled or redb), turning a panic
+/// into `Err(message)`.
+///
+/// `AssertUnwindSafe` is sound in the sense that matters: the store keeps no
+/// state of its own that a panic inside the database could leave
+/// half-updated (its locks are not held across such calls, or are released
+/// by guards). The database's own state may be: the sled store therefore
+/// stops its writes after a caught panic; redb is built to stay usable after
+/// one (a write transaction dropped while unwinding is abandoned).
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| panic_message(&*payload))
+}
+
+/// The message of a panic (its `&str` or `String` payload).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
 /// One key to set (`Some`) or delete (`None`).
 pub(crate) type Write = (Table, Vec<u8>, Option<Vec<u8>>);
 
@@ -174,6 +199,28 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<Write>, StoreError
         w.push((Table::Queue, run_key(*run).to_vec(), value));
     }
     Ok(w)
+}
+
+/// The keys of a listing whose keys are `prefix ++ run id`: the ids after
+/// the query's cursor, in the query's order (the caller iterates the range
+/// backwards for newest first).
+pub(crate) fn listing_range(
+    prefix: &[u8],
+    query: &crate::record::RunQuery,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound::{Excluded, Included};
+    let key = |id: RunId| {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&id.to_bytes());
+        k
+    };
+    let lowest = Included(key(RunId::from_u128(0)));
+    let highest = Included(key(RunId::from_u128(u128::MAX)));
+    match (query.newest_first, query.after) {
+        (false, Some(c)) => (Excluded(key(c)), highest),
+        (true, Some(c)) => (lowest, Excluded(key(c))),
+        (_, None) => (lowest, highest),
+    }
 }
 
 /// The key prefix and table that answer a run listing of `status` and
@@ -335,6 +382,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panic_messages_are_kept() {
+        let r = guarded(|| -> u8 { panic!("index out of bounds: the len is 3") });
+        assert_eq!(r, Err("index out of bounds: the len is 3".to_owned()));
+        let n = 7;
+        let r = guarded(|| -> u8 { panic!("formatted {n}") });
+        assert_eq!(r, Err("formatted 7".to_owned()));
+        assert_eq!(guarded(|| 5), Ok(5));
+    }
 
     #[test]
     fn numeric_keys_sort_like_numbers() {

@@ -2,33 +2,12 @@
 //! its panics (caught where the store calls redb). The policy is described in
 //! the module docs of [`super`] ("Damaged files and redb's failures").
 
-use std::any::Any;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use crate::error::StoreError;
 
-/// Runs a call into redb, turning a panic into `Err(message)`.
-///
-/// `AssertUnwindSafe` is sound in the sense that matters: the store keeps no
-/// state of its own that a panic inside redb could leave half-updated, and
-/// redb is built to stay usable after a panic (a write transaction dropped
-/// while unwinding is abandoned, its pages reclaimed by the next repair).
-pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
-}
-
-/// The message of a panic (its `&str` or `String` payload).
-pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
+pub(super) use crate::kv::guarded;
 
 /// A redb error as a [`StoreError`], keeping redb's message and naming the
 /// database `file`, what was being done, and (`what`) the table and key where
@@ -105,16 +84,6 @@ pub(super) fn copy_of(e: &StoreError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn panic_messages_are_kept() {
-        let r = guarded(|| -> u8 { panic!("index out of bounds: the len is 3") });
-        assert_eq!(r, Err("index out of bounds: the len is 3".to_owned()));
-        let n = 7;
-        let r = guarded(|| -> u8 { panic!("formatted {n}") });
-        assert_eq!(r, Err("formatted 7".to_owned()));
-        assert_eq!(guarded(|| 5), Ok(5));
-    }
 
     #[test]
     fn redb_errors_keep_redbs_message_and_name_the_place() {

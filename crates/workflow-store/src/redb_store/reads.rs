@@ -5,8 +5,6 @@
 //! and a read that combines tables (a run via the status index, a hook via its
 //! token) sees them as of one commit.
 
-use std::ops::Bound;
-
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::damage::redb_error;
@@ -166,28 +164,11 @@ impl Inner {
             None => self.table(&txn, layout::RUNS)?,
         };
         let name = index.map_or("runs", Table::name);
-        let key = |id: RunId| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&id.to_bytes());
-            k
-        };
-        let lowest = key(RunId::from_u128(0));
-        let highest = key(RunId::from_u128(u128::MAX));
-        let cursor = query.after.map(key);
-        let bounds = match (query.newest_first, &cursor) {
-            (false, Some(c)) => (
-                Bound::Excluded(c.as_slice()),
-                Bound::Included(highest.as_slice()),
-            ),
-            (true, Some(c)) => (
-                Bound::Included(lowest.as_slice()),
-                Bound::Excluded(c.as_slice()),
-            ),
-            (_, None) => (
-                Bound::Included(lowest.as_slice()),
-                Bound::Included(highest.as_slice()),
-            ),
-        };
+        let (lo, hi) = crate::kv::listing_range(&prefix, query);
+        let bounds = (
+            lo.as_ref().map(Vec::as_slice),
+            hi.as_ref().map(Vec::as_slice),
+        );
         let range = scanned
             .range::<&[u8]>(bounds)
             .map_err(self.read_failed(name, String::new()))?;

@@ -3,9 +3,7 @@
 //! write after a panic. The policy is described in the module docs of
 //! [`super`] ("Damaged files and sled's failures").
 
-use std::any::Any;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -14,26 +12,7 @@ use crate::error::StoreError;
 /// The file in which sled 0.34 keeps its log.
 pub(super) const SLED_DATA_FILE: &str = "db";
 
-/// Runs a call into sled, turning a panic into `Err(message)`.
-///
-/// `AssertUnwindSafe` is sound here in the sense that matters: nothing of the
-/// store's own state is left half-updated by a panic inside sled (its locks
-/// are not held across sled calls, or are released by guards); sled's state
-/// may be, which is why a caught panic stops the store's writes ([`Poison`]).
-pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
-}
-
-/// The message of a panic (its `&str` or `String` payload).
-pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
+pub(super) use crate::kv::guarded;
 
 /// A sled error as a [`StoreError`], keeping sled's message and naming the
 /// store (`dir`), what was being done, and (`what`) the tree and key where
@@ -147,16 +126,6 @@ impl Poison {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn panic_messages_are_kept() {
-        let r = guarded(|| -> u8 { panic!("index out of bounds: the len is 3") });
-        assert_eq!(r, Err("index out of bounds: the len is 3".to_owned()));
-        let n = 7;
-        let r = guarded(|| -> u8 { panic!("formatted {n}") });
-        assert_eq!(r, Err("formatted 7".to_owned()));
-        assert_eq!(guarded(|| 5), Ok(5));
-    }
 
     #[test]
     fn sled_errors_keep_sleds_message_and_name_the_place() {

@@ -9,8 +9,6 @@
 //! two trees (a run via the status index, a hook via its token) say how they
 //! cope.
 
-use std::ops::Bound;
-
 use super::damage;
 use super::layout::{self, decode, decode_event};
 use super::Inner;
@@ -129,18 +127,7 @@ impl Inner {
                 Some((table, prefix)) => (self.trees.table(table), table.name(), prefix),
                 None => (&self.trees.runs, layout::RUNS, Vec::new()),
             };
-        let key = |id: RunId| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&id.to_bytes());
-            k
-        };
-        let lowest = Bound::Included(key(RunId::from_u128(0)));
-        let highest = Bound::Included(key(RunId::from_u128(u128::MAX)));
-        let range = match (query.newest_first, query.after) {
-            (false, Some(c)) => tree.range((Bound::Excluded(key(c)), highest)),
-            (true, Some(c)) => tree.range((lowest, Bound::Excluded(key(c)))),
-            (_, None) => tree.range((lowest, highest)),
-        };
+        let range = tree.range(crate::kv::listing_range(&prefix, query));
         let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
             if query.newest_first {
                 Box::new(range.rev())
