@@ -832,7 +832,16 @@ fn check_layout(
         };
         for item in trees.runs.iter() {
             let (key, value) = item.map_err(runs_failed)?;
-            let rec: RunRecord = layout::decode(&value, "run", || layout::hex(&key))?;
+            let rec: RunRecord = match layout::decode(&value, "run", || layout::hex(&key)) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // One damaged record must not keep the store from opening:
+                    // it stays `Corrupt` for the reads that need it, and is
+                    // missing from the workflow listings.
+                    tracing::warn!(error = %e, "not indexing a run whose record does not decode");
+                    continue;
+                }
+            };
             for status in [None, Some(rec.status)] {
                 trees
                     .workflows
@@ -932,9 +941,10 @@ impl Inner {
 /// What [`Inner::sync_new_blobs`] has done so far.
 #[derive(Debug, Default)]
 struct BlobSync {
-    /// The log position (file name) of the newest blob file synced.
-    newest: Option<u64>,
-    /// Blob files synced since the store was opened.
+    /// The blob files synced that still exist (sled removes blobs it no
+    /// longer needs; those leave this set at the next listing).
+    done: std::collections::HashSet<std::ffi::OsString>,
+    /// How many blob files have been synced since the store was opened.
     synced: u64,
 }
 
@@ -947,9 +957,10 @@ impl Inner {
     /// segment (about 128 KiB) in a file of its own under `blobs/`, named by
     /// its log position, and never `fsync`s it: without this an acknowledged
     /// large payload could be lost in a power cut, and its log entry would
-    /// point at a damaged file. Positions only grow, so the files newer than
-    /// the newest one synced are the new ones; the directory is one short
-    /// listing (sled removes blobs it no longer needs).
+    /// point at a damaged file. The files not yet synced are found by name
+    /// (not by position: a blob written by another thread may appear out of
+    /// order); the directory is one short listing, as sled removes blobs it
+    /// no longer needs.
     fn sync_new_blobs(&self) -> Result<(), StoreError> {
         let Some(blobs) = &self.blobs else {
             return Ok(());
@@ -970,18 +981,13 @@ impl Inner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(failed("listing sled's blob directory", &dir, e)),
         };
-        let mut newest = state.newest;
+        let mut present = std::collections::HashSet::new();
         let mut synced = 0;
         for entry in entries {
             let entry = entry.map_err(|e| failed("listing sled's blob directory", &dir, e))?;
-            let Some(lsn) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if state.newest.is_some_and(|n| lsn <= n) {
+            let name = entry.file_name();
+            if state.done.contains(&name) {
+                present.insert(name);
                 continue;
             }
             let path = entry.path();
@@ -993,16 +999,16 @@ impl Inner {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(failed("opening sled's blob", &path, e)),
             }
-            newest = Some(newest.map_or(lsn, |n| n.max(lsn)));
+            present.insert(name);
             synced += 1;
         }
         if synced > 0 {
             std::fs::File::open(&dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| failed("fsync of sled's blob directory", &dir, e))?;
-            state.newest = newest;
             state.synced += synced;
         }
+        state.done = present;
         Ok(())
     }
 
