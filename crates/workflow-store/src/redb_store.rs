@@ -58,7 +58,9 @@
 //! durable, so, unlike with sled, no read can return a write a crash could
 //! still lose, and a read that combines tables (a run through the status
 //! index, a hook through its token) sees them as of one commit. Readers never
-//! wait for writers (MVCC), nor writers for readers.
+//! wait for writers (MVCC), nor writers for readers. (One exception: a lease
+//! renewal is committed without `fsync`, see "Leases" below, and is visible
+//! at once; only the store's own lease rules read it.)
 //!
 //! # Group commit
 //!
@@ -255,7 +257,8 @@ impl RedbConfig {
 ///   notifications are published after that too. Concurrent writers share
 ///   commits (one writer thread, group commit).
 /// - **Visibility:** reads run in redb read transactions and return only
-///   committed, hence durable, writes; they never wait for writers.
+///   committed, hence durable, writes (lease renewals aside, see "Leases" in
+///   the module docs); they never wait for writers.
 /// - **After a crash** of the process or the machine nothing acknowledged is
 ///   lost; an unacknowledged write is there entirely or not at all.
 /// - A record that fails to decode is [`StoreError::Corrupt`] for the
@@ -425,7 +428,7 @@ impl RedbStore {
     /// One write: committed with whatever other writes are pending (group
     /// commit); its notifications are published by then.
     async fn write<T: Send + 'static>(&self, op: impl WriteOp<T>) -> Result<T, StoreError> {
-        let (job, done) = transaction::job(op);
+        let (job, done) = transaction::job(op, true);
         self.inner.writer.submit(vec![job])?;
         done.outcome().await
     }
@@ -637,7 +640,7 @@ impl Store for RedbStore {
         // changed meanwhile is simply not leased.
         let (jobs, completions): (Vec<_>, Vec<_>) = candidates
             .iter()
-            .map(|&run| transaction::job(move |st| apply::try_lease(st, run, ttl)))
+            .map(|&run| transaction::job(move |st| apply::try_lease(st, run, ttl), true))
             .unzip();
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -666,7 +669,7 @@ impl Store for RedbStore {
     /// module docs.
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         let lease = lease.clone();
-        let (job, done) = transaction::unflushed_job(move |st| apply::renew_lease(st, &lease, ttl));
+        let (job, done) = transaction::job(move |st| apply::renew_lease(st, &lease, ttl), false);
         self.inner.writer.submit(vec![job])?;
         done.outcome().await
     }

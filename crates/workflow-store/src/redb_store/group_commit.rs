@@ -7,7 +7,8 @@
 //! transaction (each sees the writes before it; one whose rules fail writes
 //! nothing and gets its own error), commits once with
 //! [`redb::Durability::Immediate`] (so the batch is on disk when the commit
-//! returns), publishes the batch's change notifications, answers each job,
+//! returns; a batch of lease renewals only is committed with
+//! `Durability::None`), publishes the batch's change notifications, answers each job,
 //! and starts over. While it commits, new writes queue up for the next round:
 //! a lone writer pays one commit (and `fsync`) per write, concurrent writers
 //! share one.

@@ -283,21 +283,28 @@ fn a_batch_runs_each_job_over_the_writes_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open_manual(dir.path());
     let run = RunId::new();
-    let (create, created) = transaction::job(move |st| apply::create_run(st, &new_run(run)));
-    let (start, started) =
-        transaction::job(move |st| apply::append(st, run, vec![EventData::RunStarted], None));
-    let (bad, rejected) = transaction::job(move |st| {
-        apply::append(
-            st,
-            run,
-            vec![EventData::WaitCompleted {
-                wait: cid("wait:never"),
-            }],
-            None,
-        )
-    });
-    let (finish, finished) =
-        transaction::job(move |st| apply::append(st, run, vec![EventData::RunCancelled], None));
+    let (create, created) = transaction::job(move |st| apply::create_run(st, &new_run(run)), true);
+    let (start, started) = transaction::job(
+        move |st| apply::append(st, run, vec![EventData::RunStarted], None),
+        true,
+    );
+    let (bad, rejected) = transaction::job(
+        move |st| {
+            apply::append(
+                st,
+                run,
+                vec![EventData::WaitCompleted {
+                    wait: cid("wait:never"),
+                }],
+                None,
+            )
+        },
+        true,
+    );
+    let (finish, finished) = transaction::job(
+        move |st| apply::append(st, run, vec![EventData::RunCancelled], None),
+        true,
+    );
     store
         .inner
         .writer
@@ -672,4 +679,13 @@ fn purging_every_run_leaves_every_table_empty() {
             );
         }
     });
+}
+
+#[test]
+fn every_table_has_its_own_slot_in_a_write_transaction() {
+    let slots: Vec<usize> = crate::kv::Table::ALL
+        .iter()
+        .map(|t| transaction::table_slot(*t))
+        .collect();
+    assert_eq!(slots, (0..crate::kv::Table::ALL.len()).collect::<Vec<_>>());
 }

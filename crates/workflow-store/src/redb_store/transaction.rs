@@ -43,23 +43,15 @@ impl<'txn> TxTables<'txn> {
         Ok(TxTables { tables })
     }
 
-    /// Position of `table` in [`Table::ALL`].
-    fn index(table: Table) -> usize {
-        Table::ALL
-            .iter()
-            .position(|t| *t == table)
-            .unwrap_or_default()
-    }
-
     fn table(&self, table: Table) -> &TxTable<'txn> {
-        &self.tables[Self::index(table)]
+        &self.tables[table_slot(table)]
     }
 
     /// Writes encoded changes into the transaction. A failure here leaves the
     /// transaction with part of a job in it: the caller must not commit it.
     fn apply(&mut self, writes: &[Write], file: &Path) -> Result<(), StoreError> {
         for (target, key, value) in writes {
-            let table = &mut self.tables[Self::index(*target)];
+            let table = &mut self.tables[table_slot(*target)];
             let done = match value {
                 Some(value) => table.insert(key.as_slice(), value.as_slice()).map(drop),
                 None => table.remove(key.as_slice()).map(drop),
@@ -78,6 +70,23 @@ impl<'txn> TxTables<'txn> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// The slot of `table` in a write transaction's tables: its position in
+/// [`Table::ALL`]. Exhaustive (a unit test checks the order), so a new
+/// table cannot silently write into another one.
+pub(crate) fn table_slot(table: Table) -> usize {
+    match table {
+        Table::Runs => 0,
+        Table::Events => 1,
+        Table::Ops => 2,
+        Table::Tokens => 3,
+        Table::RunHooks => 4,
+        Table::Queue => 5,
+        Table::Due => 6,
+        Table::Status => 7,
+        Table::Workflows => 8,
     }
 }
 
@@ -189,7 +198,7 @@ pub(crate) trait Job: Send {
     /// committed, or with `failure` if the batch as a whole failed.
     fn answer(self: Box<Self>, failure: Option<StoreError>);
     /// Whether the job's batch must be committed durably (all but lease
-    /// renewals, see [`unflushed_job`]).
+    /// renewals, see [`job`]).
     fn durable(&self) -> bool;
 }
 
@@ -204,29 +213,19 @@ struct TypedJob<T, F> {
 /// The writer's end of a job: resolves once the job's batch is committed.
 pub(crate) struct Completion<T>(oneshot::Receiver<Result<T, StoreError>>);
 
-/// A job for `op`, and the completion its writer awaits.
-pub(crate) fn job<T: Send + 'static>(op: impl WriteOp<T>) -> (Box<dyn Job>, Completion<T>) {
-    let (done, rx) = oneshot::channel();
-    let job = TypedJob {
-        op: Some(op),
-        durable: true,
-        outcome: None,
-        done,
-    };
-    (Box::new(job), Completion(rx))
-}
-
-/// Like [`job`], for a write that need not be durable when acknowledged: a
-/// batch of such jobs only is committed with [`Durability::None`], which the
-/// next durable commit (of any batch) persists. Used for lease renewals; see
+/// A job for `op`, and the completion its writer awaits. `durable: false`
+/// is for a write that need not be durable when acknowledged: a batch of
+/// such jobs only is committed with [`Durability::None`], which the next
+/// durable commit (of any batch) persists. Used for lease renewals; see
 /// "Leases" in the `redb_store` module docs.
-pub(crate) fn unflushed_job<T: Send + 'static>(
+pub(crate) fn job<T: Send + 'static>(
     op: impl WriteOp<T>,
+    durable: bool,
 ) -> (Box<dyn Job>, Completion<T>) {
     let (done, rx) = oneshot::channel();
     let job = TypedJob {
         op: Some(op),
-        durable: false,
+        durable,
         outcome: None,
         done,
     };
