@@ -9,7 +9,7 @@
 //! version) is refused rather than guessed at.
 
 use tokio_postgres::{Client, Transaction};
-use workflow_store::{codec, HookRecord, StoreError};
+use workflow_store::{codec, HookRecord, RunStatus, StoreError};
 
 use crate::pg;
 
@@ -115,10 +115,12 @@ ALTER TABLE {s}.tokens ADD COLUMN webhook bytea;
     },
     Migration {
         version: 4,
-        description: "runs: indexes for listing by workflow (and status)",
+        description:
+            "runs: indexes for listing by workflow (and status); tokens by run, for purging",
         sql: r#"
 CREATE INDEX runs_workflow_id ON {s}.runs (workflow, id);
 CREATE INDEX runs_workflow_status_id ON {s}.runs (workflow, status, id);
+CREATE INDEX tokens_run_id ON {s}.tokens (run_id);
 "#,
         backfill: None,
     },
@@ -388,6 +390,12 @@ impl Sql {
     /// The statements for `schema`.
     pub(crate) fn new(schema: &str) -> Sql {
         let s = format!("\"{schema}\"");
+        let ended = RunStatus::ALL
+            .iter()
+            .filter(|st| st.is_terminal())
+            .map(|st| format!("'{st}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         Sql {
             run_lock: format!("SELECT {RUN_COLS} FROM {s}.runs WHERE id = $1 FOR UPDATE"),
             run_get: format!("SELECT {RUN_COLS} FROM {s}.runs WHERE id = $1"),
@@ -395,7 +403,7 @@ impl Sql {
             schema: s.clone(),
             runs_purge: format!(
                 "WITH gone AS (DELETE FROM {s}.runs WHERE id = ANY($1) \
-                   AND status IN ('completed', 'failed', 'cancelled') AND updated_at < $2 \
+                   AND status IN ({ended}) AND updated_at < $2 \
                    AND ($3::text IS NULL OR workflow = $3) AND ($4::text IS NULL OR status = $4) \
                    RETURNING id), \
                  e AS (DELETE FROM {s}.events WHERE run_id IN (SELECT id FROM gone)), \

@@ -240,6 +240,7 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
              ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
              DROP INDEX \"{schema}\".runs_workflow_id;
              DROP INDEX \"{schema}\".runs_workflow_status_id;
+             DROP INDEX \"{schema}\".tokens_run_id;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 2;"
         ),
     )
@@ -316,6 +317,7 @@ async fn a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens() {
             "ALTER TABLE \"{schema}\".tokens DROP COLUMN webhook;
              DROP INDEX \"{schema}\".runs_workflow_id;
              DROP INDEX \"{schema}\".runs_workflow_status_id;
+             DROP INDEX \"{schema}\".tokens_run_id;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 3;"
         ),
     )
