@@ -160,7 +160,7 @@ impl Target {
                 cli.admin_token.clone(),
             ))));
         }
-        match serve::open_store(&cli.data, cli.store) {
+        match serve::open_store(&cli.data, cli.store, Duration::ZERO) {
             Ok(store) => Ok(Target::Local(Operations::new(serve::engine(store)))),
             Err(CliError::Locked { .. }) => {
                 let found = address::find_server(&cli.data, address::STARTUP_WAIT).await?;
@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await;
         }
         Command::CheckReplay => {
-            let engine = serve::engine(serve::open_store(&cli.data, cli.store)?);
+            let engine = serve::engine(serve::open_store(&cli.data, cli.store, Duration::ZERO)?);
             let report = engine
                 .check_replay()
                 .await

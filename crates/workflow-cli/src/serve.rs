@@ -24,7 +24,7 @@ use std::sync::Arc;
 use workflow_core::Engine;
 use workflow_http::dashboard::{AdminAuth, DashboardConfig};
 use workflow_http::server::ServerLimits;
-use workflow_store::{RedbStore, SledStore, Store, StoreError};
+use workflow_store::{RedbConfig, RedbStore, SledConfig, SledStore, Store, StoreError};
 
 use crate::address::{self, AddressFile, ServerAddress};
 use crate::error::CliError;
@@ -54,6 +54,10 @@ pub struct ServeOptions {
     /// every [`RETENTION_INTERVAL`]; `None` keeps every run.
     pub retention: Option<std::time::Duration>,
 }
+
+/// How long `serve` waits for a data directory that another process is
+/// releasing (a server that is just stopping).
+pub const SERVE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often `serve --retention` purges.
 pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -112,7 +116,15 @@ impl StoreKind {
 /// directory, the one `wanted` names (sled by default), with a message a
 /// person can act on. Asking for one kind on a directory that holds the other
 /// is an error rather than a second, empty store beside the first.
-pub fn open_store(data: &Path, wanted: Option<StoreKind>) -> Result<Arc<dyn Store>, CliError> {
+///
+/// A directory held by another process is [`CliError::Locked`] after
+/// `lock_wait`: `serve` waits a moment for a server that is just stopping;
+/// the other commands do not wait, they talk to the running server.
+pub fn open_store(
+    data: &Path,
+    wanted: Option<StoreKind>,
+    lock_wait: std::time::Duration,
+) -> Result<Arc<dyn Store>, CliError> {
     let found = StoreKind::found_in(data);
     let kind = match (found, wanted) {
         (Some(f), Some(w)) if f != w => {
@@ -129,8 +141,10 @@ pub fn open_store(data: &Path, wanted: Option<StoreKind>) -> Result<Arc<dyn Stor
         (None, w) => w.unwrap_or(StoreKind::Sled),
     };
     let opened: Result<Arc<dyn Store>, StoreError> = match kind {
-        StoreKind::Sled => SledStore::open(data).map(|s| Arc::new(s) as Arc<dyn Store>),
-        StoreKind::Redb => RedbStore::open(data).map(|s| Arc::new(s) as Arc<dyn Store>),
+        StoreKind::Sled => SledStore::open_with(SledConfig::new(data).lock_wait(lock_wait))
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
+        StoreKind::Redb => RedbStore::open_with(RedbConfig::new(data).lock_wait(lock_wait))
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
     };
     opened.map_err(|e| match e {
         StoreError::Locked { .. } => CliError::Locked {
@@ -206,7 +220,7 @@ pub fn app(engine: &Engine, auth: &AdminAuth) -> axum::Router {
 /// and as long again for running steps.
 pub async fn serve(opts: ServeOptions) -> Result<(), CliError> {
     let auth = admin_auth(opts.addr, opts.admin_token.as_deref())?;
-    let store = open_store(&opts.data, opts.store)?;
+    let store = open_store(&opts.data, opts.store, SERVE_LOCK_WAIT)?;
     // The directory is ours: an address file in it is a crashed server's.
     address::remove_stale(&opts.data);
     let engine = engine(store);

@@ -170,7 +170,8 @@ fn a_held_directory_without_a_valid_address_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // This process holds the directory and is no server.
-    let store = workflow_cli::serve::open_store(&data, None).expect("open");
+    let store =
+        workflow_cli::serve::open_store(&data, None, std::time::Duration::ZERO).expect("open");
     let err = refused(&data, &["runs"]);
     assert!(err.contains("in use by another process"), "{err}");
     assert!(err.contains("no address file"), "{err}");

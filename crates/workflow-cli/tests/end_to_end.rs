@@ -243,8 +243,9 @@ fn check_replay_detects_a_changed_workflow() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Record a finished flaky_job run with this binary's workflows.
-        let engine =
-            workflow_cli::serve::engine(workflow_cli::serve::open_store(&data, None).unwrap());
+        let engine = workflow_cli::serve::engine(
+            workflow_cli::serve::open_store(&data, None, std::time::Duration::ZERO).unwrap(),
+        );
         engine.start_workers();
         let run = engine
             .start(
@@ -263,7 +264,8 @@ fn check_replay_detects_a_changed_workflow() {
     assert_eq!(report["checked"], 1);
     // Code that changed the first step's name does not.
     rt.block_on(async {
-        let store = workflow_cli::serve::open_store(&data, None).unwrap();
+        let store =
+            workflow_cli::serve::open_store(&data, None, std::time::Duration::ZERO).unwrap();
         let changed = Engine::builder(store)
             .workflow(
                 "flaky_job",
@@ -290,7 +292,8 @@ fn unblock_retries_a_blocked_run_and_refuses_other_runs() {
     // does not: started, never driven.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let retired = rt.block_on(async {
-        let store = workflow_cli::serve::open_store(&data, None).unwrap();
+        let store =
+            workflow_cli::serve::open_store(&data, None, std::time::Duration::ZERO).unwrap();
         let old = Engine::builder(store)
             .workflow(
                 "retired_job",
