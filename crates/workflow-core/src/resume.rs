@@ -118,29 +118,55 @@ impl Engine {
         timeout: Duration,
     ) -> Result<HookRecord, ResumeError> {
         let token = HookToken::new(token)?;
-        // Subscribed before the first look, so a hook created in between wakes us.
+        let found = self
+            .wait_for_a_hook(timeout, None, || async {
+                self.store().get_hook(&token).await
+            })
+            .await?;
+        found.ok_or_else(|| ResumeError::TimedOut {
+            token: token.to_string(),
+            waited: timeout,
+        })
+    }
+
+    /// Looks for a hook with `probe` until it finds one or `timeout` has
+    /// passed (`Ok(None)`), looking again whenever the store's change feed
+    /// reports an append (to `run`, if given), and every poll interval for
+    /// stores without a feed. Subscribed before the first look, so a hook
+    /// created in between wakes it.
+    async fn wait_for_a_hook<F, Fut>(
+        &self,
+        timeout: Duration,
+        run: Option<RunId>,
+        probe: F,
+    ) -> Result<Option<HookRecord>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<HookRecord>, StoreError>>,
+    {
         let mut feed = self.store().subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let poll = self.settings().poll_interval;
         loop {
-            if let Some(hook) = self.store().get_hook(&token).await? {
-                return Ok(hook);
+            if let Some(hook) = probe().await? {
+                return Ok(Some(hook));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Err(ResumeError::TimedOut {
-                    token: token.to_string(),
-                    waited: timeout,
-                });
+                return Ok(None);
             }
-            let wait = (deadline - now).min(poll);
-            // A new hook is an append to its run, whichever run that is.
-            wait_for_change(&mut feed, wait, |c| matches!(c, Change::Appended { .. })).await;
+            // A new hook is an append to its run.
+            wait_for_change(
+                &mut feed,
+                (deadline - now).min(poll),
+                |c| matches!(c, Change::Appended { run: r, .. } if run.is_none_or(|run| *r == run)),
+            )
+            .await;
         }
     }
 
     /// Waits until `run` has a live hook (it has reached a point where it
-    /// waits for one) and returns the first one; [`ResumeError::TimedOut`]
+    /// waits for one) and returns the first one; [`ResumeError::NoLiveHook`]
     /// after `timeout`. For a caller that does not know the token in
     /// advance (a random one): the hook's record has it. Woken like
     /// [`Engine::wait_for_hook`], without a polling loop.
@@ -149,30 +175,16 @@ impl Engine {
         run: &RunId,
         timeout: Duration,
     ) -> Result<HookRecord, ResumeError> {
-        let mut feed = self.store().subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let poll = self.settings().poll_interval;
-        loop {
-            let hooks = self.store().list_hooks(*run).await?;
-            if let Some(hook) = hooks.into_iter().find(|h| h.live) {
-                return Ok(hook);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(ResumeError::NoLiveHook {
-                    run: *run,
-                    waited: timeout,
-                });
-            }
-            let wait = (deadline - now).min(poll);
-            let run = *run;
-            wait_for_change(
-                &mut feed,
-                wait,
-                |c| matches!(c, Change::Appended { run: r, .. } if *r == run),
-            )
-            .await;
-        }
+        let found = self
+            .wait_for_a_hook(timeout, Some(*run), || async {
+                let hooks = self.store().list_hooks(*run).await?;
+                Ok(hooks.into_iter().find(|h| h.live))
+            })
+            .await?;
+        found.ok_or(ResumeError::NoLiveHook {
+            run: *run,
+            waited: timeout,
+        })
     }
 
     /// Resumes the webhook with `token` with an HTTP request, and answers it.
