@@ -19,7 +19,7 @@ use crate::event::{Event, EventData, Payload, Timestamp, WebhookResponse};
 use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
 use crate::record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpState, PurgeQuery, Purged,
-    QueueEntry, Resumed, RunQuery, RunRecord, TokenOwner,
+    QueueEntry, Resumed, RunQuery, RunRecord, RunStatus, TokenOwner,
 };
 use crate::store::{purge_candidates, Store};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -62,7 +62,7 @@ struct State {
     queue: HashMap<RunId, QueueEntry>,
     due: BTreeSet<(Timestamp, RunId)>,
     /// Run ids by status code.
-    by_status: [BTreeSet<RunId>; 6],
+    by_status: [BTreeSet<RunId>; RunStatus::ALL.len()],
     /// Run ids by workflow.
     by_workflow: HashMap<String, BTreeSet<RunId>>,
 }

@@ -626,7 +626,14 @@ impl SledStore {
         op: impl WriteOp<T> + Send + Sync + 'static,
     ) -> Result<T, StoreError> {
         self.inner.poison.check(&self.inner.path)?;
-        let (job, done) = Job::new(op);
+        self.run_job(Job::new(op)).await
+    }
+
+    /// Commits one queued job and publishes its notifications.
+    async fn run_job<T: Send + 'static>(
+        &self,
+        (job, done): (Arc<Job>, transaction::Completion<T>),
+    ) -> Result<T, StoreError> {
         self.commit(vec![job]);
         let (value, notify) = done.outcome().await?;
         self.publish(notify);
@@ -1185,11 +1192,10 @@ impl Store for SledStore {
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         self.inner.poison.check(&self.inner.path)?;
         let lease = lease.clone();
-        let (job, done) = Job::unflushed(move |st| apply::renew_lease(st, &lease, ttl));
-        self.commit(vec![job]);
-        let (value, notify) = done.outcome().await?;
-        self.publish(notify);
-        Ok(value)
+        self.run_job(Job::unflushed(move |st| {
+            apply::renew_lease(st, &lease, ttl)
+        }))
+        .await
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -89,14 +89,7 @@ impl Schemas {
         schema: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<PostgresStore, StoreError> {
-        PostgresStore::connect_with(
-            PostgresConfig::new(self.url.clone())
-                .schema(schema)
-                .clock(clock)
-                .time_source(TimeSource::Clock)
-                .pool_size(8),
-        )
-        .await
+        self.connect(schema, clock, TimeSource::Clock).await
     }
 
     /// A store on `schema` whose times come from the database's clock;
@@ -106,11 +99,20 @@ impl Schemas {
         schema: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<PostgresStore, StoreError> {
+        self.connect(schema, clock, TimeSource::Database).await
+    }
+
+    async fn connect(
+        &self,
+        schema: &str,
+        clock: Arc<dyn Clock>,
+        time: TimeSource,
+    ) -> Result<PostgresStore, StoreError> {
         PostgresStore::connect_with(
             PostgresConfig::new(self.url.clone())
                 .schema(schema)
                 .clock(clock)
-                .time_source(TimeSource::Database)
+                .time_source(time)
                 .pool_size(8),
         )
         .await

@@ -107,10 +107,17 @@ impl Job {
     pub(crate) fn new<T: Send + 'static>(
         op: impl WriteOp<T> + Send + Sync + 'static,
     ) -> (Arc<Job>, Completion<T>) {
+        Job::with_flush(op, true)
+    }
+
+    fn with_flush<T: Send + 'static>(
+        op: impl WriteOp<T> + Send + Sync + 'static,
+        flush: bool,
+    ) -> (Arc<Job>, Completion<T>) {
         let (tx, rx) = oneshot::channel();
         let job = Arc::new(Job {
             op: Box::new(move |st| op(st).map(|v| Box::new(v) as Box<dyn Any + Send>)),
-            flush: true,
+            flush,
             done: Mutex::new(Some(tx)),
         });
         (
@@ -129,15 +136,7 @@ impl Job {
     pub(crate) fn unflushed<T: Send + 'static>(
         op: impl WriteOp<T> + Send + Sync + 'static,
     ) -> (Arc<Job>, Completion<T>) {
-        let (job, done) = Job::new(op);
-        let job = match Arc::try_unwrap(job) {
-            Ok(mut job) => {
-                job.flush = false;
-                Arc::new(job)
-            }
-            Err(job) => job,
-        };
-        (job, done)
+        Job::with_flush(op, false)
     }
 
     fn complete(&self, outcome: Outcome) {
