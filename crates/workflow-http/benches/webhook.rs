@@ -35,32 +35,20 @@
 //! other load) hits both alike. Client and servers share one 2-worker tokio
 //! runtime on loopback.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use warp::Filter;
+use common::{ms, percentile, post, serve_bare, serve_direct, serve_webhook, Adapter, HttpClient};
 use workflow_core::{Context, Engine, WebhookOptions, WorkflowError};
 use workflow_store::{SledConfig, SledStore};
 
 const TOKEN: &str = "bench-hook";
-const BODY: &[u8] =
-    br#"{"event":"payment.succeeded","order":"order-42","amount":1999,"currency":"EUR"}"#;
 const IN_FLIGHT: usize = 16;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Adapter {
-    Hyper,
-    Axum,
-    Warp,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -124,8 +112,8 @@ impl Bare {
     }
 
     /// One durable write, on the blocking pool.
-    async fn write(&self, body: Bytes) {
-        let this = self.clone();
+    async fn write(self, body: Bytes) {
+        let this = self;
         tokio::task::spawn_blocking(move || {
             let key = this.next.fetch_add(1, Ordering::Relaxed).to_be_bytes();
             this.db.insert(key, body.as_ref()).expect("insert");
@@ -139,187 +127,6 @@ impl Bare {
     }
 }
 
-fn accepted() -> http::Response<Full<Bytes>> {
-    let mut r = http::Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = http::StatusCode::ACCEPTED;
-    r
-}
-
-async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    (l, addr)
-}
-
-async fn serve_hyper<S>(l: tokio::net::TcpListener, service: S)
-where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<Full<Bytes>>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    while let Ok((stream, _)) = l.accept().await {
-        let service = service.clone();
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-/// The webhook server of `adapter` for `engine`.
-async fn serve_webhook(adapter: Adapter, engine: Engine) -> SocketAddr {
-    let (l, addr) = listener().await;
-    match adapter {
-        Adapter::Hyper => {
-            let service = workflow_http::hyper::WebhookService::new(engine);
-            tokio::spawn(serve_hyper(l, service));
-        }
-        Adapter::Axum => {
-            let app: axum::Router = workflow_http::axum::router(engine);
-            tokio::spawn(async move { axum::serve(l, app).await });
-        }
-        Adapter::Warp => {
-            let routes = workflow_http::warp::webhook(engine);
-            tokio::spawn(warp::serve(routes).incoming(l).run());
-        }
-    }
-    addr
-}
-
-/// The bare server of `adapter`: read the body, one durable sled write, 202.
-async fn serve_bare(adapter: Adapter, bare: Bare) -> SocketAddr {
-    let (l, addr) = listener().await;
-    match adapter {
-        Adapter::Hyper => {
-            let service =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let bare = bare.clone();
-                    async move {
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                        if let Ok(body) = body {
-                            bare.write(body).await;
-                        }
-                        Ok::<_, Infallible>(accepted())
-                    }
-                });
-            tokio::spawn(serve_hyper(l, service));
-        }
-        Adapter::Axum => {
-            async fn handler(
-                axum::extract::State(bare): axum::extract::State<Bare>,
-                body: Bytes,
-            ) -> http::StatusCode {
-                bare.write(body).await;
-                http::StatusCode::ACCEPTED
-            }
-            let app = axum::Router::new()
-                .route("/bare", axum::routing::any(handler))
-                .with_state(bare);
-            tokio::spawn(async move { axum::serve(l, app).await });
-        }
-        Adapter::Warp => {
-            let routes = warp::path!("bare")
-                .and(warp::body::bytes())
-                .then(move |body: Bytes| {
-                    let bare = bare.clone();
-                    async move {
-                        bare.write(body).await;
-                        warp::http::StatusCode::ACCEPTED
-                    }
-                });
-            tokio::spawn(warp::serve(routes).incoming(l).run());
-        }
-    }
-    addr
-}
-
-/// A bare handler of `adapter` that collects the body with the framework's own
-/// means and calls `Engine::resume_webhook` itself: the engine's cost without
-/// this crate's adapter.
-async fn serve_direct(adapter: Adapter, engine: Engine) -> SocketAddr {
-    async fn resume(
-        engine: &Engine,
-        method: http::Method,
-        uri: http::Uri,
-        body: Bytes,
-    ) -> http::StatusCode {
-        let mut req = http::Request::new(body);
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        engine.resume_webhook(TOKEN, req).await.status()
-    }
-    let (l, addr) = listener().await;
-    match adapter {
-        Adapter::Hyper => {
-            let service =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let engine = engine.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let mut r = accepted();
-                        if let Ok(body) = body.collect().await.map(|b| b.to_bytes()) {
-                            *r.status_mut() = resume(&engine, parts.method, parts.uri, body).await;
-                        }
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-            tokio::spawn(serve_hyper(l, service));
-        }
-        Adapter::Axum => {
-            async fn handler(
-                axum::extract::State(engine): axum::extract::State<Engine>,
-                method: http::Method,
-                uri: http::Uri,
-                body: Bytes,
-            ) -> http::StatusCode {
-                resume(&engine, method, uri, body).await
-            }
-            let app = axum::Router::new()
-                .route("/direct", axum::routing::any(handler))
-                .with_state(engine);
-            tokio::spawn(async move { axum::serve(l, app).await });
-        }
-        Adapter::Warp => {
-            let routes = warp::path!("direct")
-                .and(warp::method())
-                .and(warp::body::bytes())
-                .then(move |method: http::Method, body: Bytes| {
-                    let engine = engine.clone();
-                    async move {
-                        let uri = http::Uri::from_static("/direct");
-                        resume(&engine, method, uri, body).await
-                    }
-                });
-            tokio::spawn(warp::serve(routes).incoming(l).run());
-        }
-    }
-    addr
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-async fn post(client: &HttpClient, url: &str) -> Duration {
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY)))
-        .expect("request");
-    let started = Instant::now();
-    let resp = client.request(req).await.expect("response");
-    let status = resp.status();
-    resp.into_body().collect().await.expect("body");
-    let took = started.elapsed();
-    assert_eq!(status, 202, "{url}");
-    took
-}
-
 /// One server's samples.
 #[derive(Default)]
 struct Samples {
@@ -330,10 +137,7 @@ struct Samples {
 
 impl Samples {
     fn percentile(&self, p: f64) -> Duration {
-        let mut v = self.latencies.clone();
-        v.sort();
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v.get(i).copied().unwrap_or_default()
+        percentile(&self.latencies, p)
     }
 
     fn rps(&self) -> f64 {
@@ -402,7 +206,14 @@ async fn measure(adapter: Adapter, durability: Durability, sizes: &Sizes) -> Row
 
     let path = workflow_http::webhook_path(TOKEN);
     let urls = [
-        format!("http://{}/bare", serve_bare(adapter, bare).await),
+        format!(
+            "http://{}/bare",
+            serve_bare(
+                adapter,
+                Arc::new(move |body| Box::pin(bare.clone().write(body)))
+            )
+            .await
+        ),
         format!(
             "http://{}{path}",
             serve_webhook(adapter, engine.clone()).await
@@ -413,10 +224,10 @@ async fn measure(adapter: Adapter, durability: Durability, sizes: &Sizes) -> Row
         ),
         format!(
             "http://{}/direct",
-            serve_direct(adapter, idle.clone()).await
+            serve_direct(adapter, idle.clone(), TOKEN).await
         ),
     ];
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client: HttpClient = common::client();
     for url in &urls {
         for _ in 0..sizes.warmup {
             post(&client, url).await;
@@ -449,10 +260,6 @@ async fn measure(adapter: Adapter, durability: Durability, sizes: &Sizes) -> Row
         durability,
         samples,
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
 fn main() {
