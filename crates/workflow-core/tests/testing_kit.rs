@@ -501,3 +501,52 @@ async fn every_activation_can_replay_with_the_cache_off() {
     assert_eq!(m.replays, m.activations);
     assert!(m.activations > 3);
 }
+
+#[tokio::test]
+async fn time_does_not_move_while_a_real_step_runs() {
+    const RACE: WorkflowRef<(), String> = WorkflowRef::new("race");
+    let env = TestEngine::builder()
+        .workflow(RACE, |ctx: Context, _: ()| async move {
+            let slow = ctx.step("slow", async |_| {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok::<_, StepError>("step".to_string())
+            });
+            let timer = ctx.sleep(HOUR);
+            futures::pin_mut!(slow);
+            let winner = futures::select_biased! {
+                t = timer.fuse() => { t?; "timer".to_string() }
+                s = slow.fuse() => s?,
+            };
+            Ok(winner)
+        })
+        .build();
+    let run = env.start(RACE, &()).await.unwrap();
+    // A run whose step is running is not idle: the hour does not pass.
+    assert_eq!(run.result().await.unwrap(), "step");
+    assert_eq!(env.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn wait_for_live_hook_finds_a_random_token_days_later() {
+    const LATER: WorkflowRef<(), String> = WorkflowRef::new("later");
+    let env = TestEngine::builder()
+        .workflow(LATER, |ctx: Context, _: ()| async move {
+            ctx.sleep(2 * DAY).await?;
+            let mut hook = ctx.create_hook::<String>(HookOptions::default())?;
+            Ok(hook.next().await?)
+        })
+        .build();
+    let run = env.start(LATER, &()).await.unwrap();
+    let hook = env.wait_for_live_hook(&run.id(), 3 * DAY).await.unwrap();
+    assert_eq!(env.elapsed(), 2 * DAY);
+    env.resume_hook(hook.token.as_str(), "hi").await.unwrap();
+    assert_eq!(run.result().await.unwrap(), "hi");
+    let history = run.history().await.unwrap();
+    assert_eq!(
+        history.operations(),
+        [
+            Operation::sleep(2 * DAY),
+            Operation::hook(hook.token.as_str())
+        ]
+    );
+}
