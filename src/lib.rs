@@ -10,7 +10,9 @@
 //!   (feature `redb`) `RedbStore` also at the top level;
 //! - (features `hyper`, `axum`, `warp`, `dashboard`) the webhook adapters and
 //!   the runs dashboard of `workflow-http` as `http`;
-//! - (feature `postgres`) `PostgresStore` from `workflow-postgres` as `postgres`.
+//! - (feature `postgres`) `PostgresStore` from `workflow-postgres` as `postgres`;
+//! - (feature `test-util`) `testing`: a test engine with a virtual clock, step
+//!   mocks and history assertions for your workflows' tests (docs/testing.md).
 //!
 //! The README below is the guide's first page; its example runs as a test.
 //!

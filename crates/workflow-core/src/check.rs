@@ -26,6 +26,16 @@ pub struct ReplayMismatch {
     pub message: String,
 }
 
+impl std::fmt::Display for ReplayMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run {} of {:?} does not replay", self.run, self.workflow)?;
+        if let Some(position) = self.position {
+            write!(f, " at operation {position}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
 /// The outcome of [`Engine::check_replay`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayReport {
@@ -68,7 +78,8 @@ impl Engine {
         }
     }
 
-    async fn check_run(
+    /// Replays one run (of status `status`) and adds what it finds to `report`.
+    pub(crate) async fn check_run(
         &self,
         run: RunId,
         status: RunStatus,

@@ -132,6 +132,12 @@ impl Context {
         )
     }
 
+    /// Gives this run's steps a test engine's mocks (see `crate::testing`).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn use_step_mocks(&self, mocks: std::sync::Arc<crate::testing::StepMocks>) {
+        lock(&self.state).step_mocks = Some(mocks);
+    }
+
     /// Sleeps durably for `duration`, measured from [`Context::now`].
     ///
     /// The run is released while it sleeps; the timer is a row in the store, so

@@ -12,7 +12,9 @@
 //! - [`timer`]: durable sleep;
 //! - [`hook`] and [`webhook`]: waiting for payloads sent by token, from Rust or HTTP;
 //! - `replay` and `driver`: delivery of recorded events and the activation loop;
-//! - [`engine`]: start, result, cancel, workers.
+//! - [`engine`]: start, result, cancel, workers;
+//! - (feature `test-util`) `testing`: a test engine with a virtual clock,
+//!   step mocks and history assertions, for tests of your own workflows.
 #![warn(missing_docs)]
 
 mod cache;
@@ -27,6 +29,8 @@ mod registry;
 mod replay;
 mod resume;
 pub mod step;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod timer;
 pub mod webhook;
 pub mod workflow_ref;

@@ -213,6 +213,9 @@ pub(crate) struct RunState {
     pub nondeterminism: Option<NondeterminismError>,
     /// Counter for [`AttemptOutcome::finished`].
     pub finish_counter: u64,
+    /// Step mocks of a test engine (`crate::testing`), given to each step.
+    #[cfg(feature = "test-util")]
+    pub step_mocks: Option<Arc<crate::testing::StepMocks>>,
 }
 
 /// Shared handle to a run's state.
@@ -268,6 +271,8 @@ impl RunState {
             rng: ChaCha8Rng::seed_from_u64(seed),
             nondeterminism: None,
             finish_counter: 0,
+            #[cfg(feature = "test-util")]
+            step_mocks: None,
         };
         state.extend_log(log);
         state

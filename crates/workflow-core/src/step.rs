@@ -219,6 +219,9 @@ pub struct Step<T, F, Fut> {
     timeout: Option<Duration>,
     f: F,
     running: Option<Attempt<Fut>>,
+    /// A test engine's step mocks (`None` outside `crate::testing`).
+    #[cfg(feature = "test-util")]
+    mocks: Option<std::sync::Arc<crate::testing::StepMocks>>,
     _out: PhantomData<fn() -> T>,
 }
 
@@ -232,6 +235,9 @@ impl<T, F, Fut> Step<T, F, Fut> {
         timeout: Option<Duration>,
         f: F,
     ) -> Self {
+        // A test engine's mocks answer attempts instead of the closure.
+        #[cfg(feature = "test-util")]
+        let mocks = lock(&state).step_mocks.clone();
         Step {
             state,
             index,
@@ -241,6 +247,8 @@ impl<T, F, Fut> Step<T, F, Fut> {
             timeout,
             f,
             running: None,
+            #[cfg(feature = "test-util")]
+            mocks,
             _out: PhantomData,
         }
     }
@@ -331,6 +339,7 @@ where
 
 impl<T, F, Fut> Step<T, F, Fut>
 where
+    T: DeserializeOwned,
     F: FnMut(StepContext) -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
@@ -350,6 +359,17 @@ where
                 name: self.name.clone(),
                 attempt,
             };
+            #[cfg(feature = "test-util")]
+            if let Some(mocked) = self.mocks.as_ref().and_then(|m| m.attempt(&ctx)) {
+                return Poll::Ready(mocked.and_then(|p| {
+                    p.decode::<T>().map_err(|e| {
+                        StepError::fatal(format!(
+                            "the mock of step {:?} gives a value of another type than the step's: {e}",
+                            self.name
+                        ))
+                    })
+                }));
+            }
             let span = tracing::info_span!(
                 "step",
                 step = %self.step_id,
