@@ -269,7 +269,12 @@ impl Context {
     /// The workflow's clock: the time of the latest event delivered to it.
     /// The same on every replay.
     pub fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.now_timestamp().as_millis())
+        let now = self.now_timestamp();
+        let mut st = lock(&self.state);
+        if st.ahead_of_log {
+            st.read_time_ahead = true;
+        }
+        UNIX_EPOCH + Duration::from_millis(now.as_millis())
     }
 
     fn now_timestamp(&self) -> Timestamp {

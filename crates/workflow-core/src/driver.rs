@@ -88,8 +88,11 @@ pub(crate) struct RunInstance {
 pub(crate) enum Outcome {
     /// Waiting for a payload, a timer or a retry: keep the instance hot.
     Suspended(RunInstance),
-    /// Ended, blocked, or handed over: nothing to keep.
+    /// Blocked, or handed over: nothing to keep.
     Done,
+    /// The run has ended: nothing to keep, and no lease to give back (the
+    /// store removes an ended run's queue entry, and its lease with it).
+    Ended,
 }
 
 /// Why an activation stopped early.
@@ -301,7 +304,7 @@ pub(crate) async fn drive(
         },
     };
     if inst.status.is_terminal() {
-        return Ok(Outcome::Done);
+        return Ok(Outcome::Ended);
     }
     let ttl = inner.settings.lease_ttl;
     let stopping = *stop.borrow();
@@ -311,6 +314,7 @@ pub(crate) async fn drive(
         lease,
         inst,
         prefix: Vec::new(),
+        unwritten_outcome: false,
         feed,
         stopping,
         stop,
@@ -327,8 +331,12 @@ struct Driver<'a> {
     inner: &'a EngineInner,
     lease: &'a mut Lease,
     inst: RunInstance,
-    /// Events to put in front of the next write (`run_started`).
+    /// Events to put in front of the next write (`run_started`, and the
+    /// records of an attempt whose result the workflow already has).
     prefix: Vec<EventData>,
+    /// `prefix` holds the records of an attempt the workflow has seen the
+    /// result of: no step body may run until they are written.
+    unwritten_outcome: bool,
     /// The store's change feed (`None`: the store has none; poll instead).
     feed: Feed,
     stop: watch::Receiver<bool>,
@@ -378,14 +386,19 @@ impl Driver<'_> {
             }
             if self.inst.status.is_terminal() {
                 // Ended from outside (cancelled): running attempts are dropped.
-                return Ok(Outcome::Done);
+                return Ok(Outcome::Ended);
             }
             if let Some(output) = self.inst.output.take() {
-                return self.finish(output).await;
+                match self.finish(output).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
             }
             self.renew_if_due().await?;
             match self.next_at_live_edge() {
-                Next::Write(events) => self.write(events).await?,
+                Next::Write(events) => {
+                    self.write(events).await?;
+                }
                 Next::Poll => {}
                 Next::Hold { deadline } => self.wait(deadline).await?,
                 Next::Suspend => {
@@ -410,11 +423,12 @@ impl Driver<'_> {
     }
 
     /// Records how the workflow ended, with the answers and disposals it
-    /// gave on its way out.
+    /// gave on its way out. `None` if the workflow was replayed instead (see
+    /// [`Driver::write`]): it ends again on the recorded history.
     async fn finish(
-        mut self,
+        &mut self,
         output: Result<Payload, WorkflowError>,
-    ) -> Result<Outcome, DriveError> {
+    ) -> Result<Option<Outcome>, DriveError> {
         let mut events = Vec::new();
         {
             let mut st = lock(&self.inst.state);
@@ -449,11 +463,17 @@ impl Driver<'_> {
                 error: ErrorRecord::new(e.to_string()),
             },
         });
-        self.write(events).await?;
-        Ok(Outcome::Done)
+        if self.write(events).await? {
+            return Ok(None);
+        }
+        Ok(Some(Outcome::Ended))
     }
 
-    async fn finish_blocked(self, message: String) -> Result<Outcome, DriveError> {
+    async fn finish_blocked(mut self, message: String) -> Result<Outcome, DriveError> {
+        if self.unwritten_outcome {
+            // The attempt happened: keep its result.
+            self.write(Vec::new()).await?;
+        }
         block(
             self.inner,
             self.lease,
@@ -539,6 +559,13 @@ impl Driver<'_> {
             .collect();
         if !finished.is_empty() {
             finished.sort_unstable();
+            if let [(_, i)] = finished[..] {
+                if let Some(records) = deliver_before_recording(st, i, now) {
+                    self.prefix.extend(records);
+                    self.unwritten_outcome = true;
+                    return Next::Poll;
+                }
+            }
             let mut events = Vec::new();
             for (_, i) in finished {
                 let Some(slot) = st.ops.get_mut(&i) else {
@@ -652,6 +679,13 @@ impl Driver<'_> {
                                 && kept.is_empty()
                                 && !steps_in_flight;
                             if alone && slot.waker.is_some() && !stopping {
+                                if self.unwritten_outcome {
+                                    // The previous step's result first: a
+                                    // step body never runs on an unwritten one.
+                                    kept.push(command);
+                                    st.commands = kept;
+                                    return Next::Write(Vec::new());
+                                }
                                 // Fast path: run first, record creation with the outcome.
                                 s.grant = Some(1);
                                 slot.wake();
@@ -793,11 +827,23 @@ impl Driver<'_> {
 
     /// Appends `events` (after any prefix) with the lease as fence, and adds
     /// what was recorded to the run's log.
-    async fn write(&mut self, events: Vec<EventData>) -> Result<(), DriveError> {
+    ///
+    /// Returns `true` if the workflow was replayed from the log afterwards
+    /// instead: it had read `now()` while ahead of the log, so only the
+    /// records of the attempt it got ahead on are written, and `events`
+    /// (what it did next) are left for the replay to issue again.
+    async fn write(&mut self, events: Vec<EventData>) -> Result<bool, DriveError> {
         let mut batch = std::mem::take(&mut self.prefix);
-        batch.extend(events);
+        let replay = std::mem::take(&mut self.unwritten_outcome) && {
+            let mut st = lock(&self.inst.state);
+            st.ahead_of_log = false;
+            std::mem::take(&mut st.read_time_ahead)
+        };
+        if !replay {
+            batch.extend(events);
+        }
         if batch.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let run = self.lease.run_id;
         let appended = self
@@ -825,11 +871,89 @@ impl Driver<'_> {
             trace_recorded(e);
         }
         self.inst.observe(&events);
-        let mut st = lock(&self.inst.state);
-        st.extend_log(events);
-        st.prune();
-        Ok(())
+        {
+            let mut st = lock(&self.inst.state);
+            st.extend_log(events);
+            st.prune();
+        }
+        if replay {
+            // The run's log has everything the workflow saw (its first
+            // event is `run_created`, so the workflow is found again).
+            if let Some(inst) = load(self.inner, self.lease).await? {
+                self.inst = inst;
+            }
+        }
+        Ok(replay)
     }
+}
+
+/// Hands the successful outcome of attempt of step `i` to the workflow
+/// before it is recorded, and returns its records for the next write, when
+/// nothing recorded after it could have been seen first on replay: the run
+/// has no other open operation (no step, timer or retry that could win a race
+/// with it, no live hook that a payload could reach meanwhile) and nothing
+/// else waits to be recorded. What the workflow does next then goes into the
+/// same write, so a run's last step is recorded with `run_completed`, and a
+/// step followed by a sleep or a hook with that creation. A cancellation
+/// that lands first makes the write fail, as it would have anyway; a step body
+/// never runs before the records are written (see the fast path).
+fn deliver_before_recording(
+    st: &mut crate::replay::RunState,
+    i: u64,
+    now: Timestamp,
+) -> Option<Vec<EventData>> {
+    let only_this = st.ops.iter().all(|(&j, slot)| {
+        j == i
+            || match &slot.kind {
+                SlotKind::Step(s) => {
+                    !matches!(s.status, StepStatus::Open | StepStatus::Retrying { .. })
+                }
+                SlotKind::Wait(w) => w.done,
+                SlotKind::Hook(h) => {
+                    !slot.recorded || h.disposed || h.conflict.is_some() || h.invalid
+                }
+            }
+    });
+    let commands_only_this = st
+        .commands
+        .iter()
+        .all(|c| matches!(c, Command::Create(j) if *j == i));
+    if !only_this || !commands_only_this {
+        return None;
+    }
+    let slot = st.ops.get_mut(&i)?;
+    let id = slot.id.clone();
+    let recorded = slot.recorded;
+    let SlotKind::Step(s) = &mut slot.kind else {
+        return None;
+    };
+    let attempt = match &s.outcome {
+        Some(outcome) if outcome.result.is_ok() => outcome.attempt,
+        _ => return None,
+    };
+    let Some(Ok(result)) = s.outcome.take().map(|o| o.result) else {
+        return None;
+    };
+    let mut records = Vec::new();
+    record_attempt(
+        &mut records,
+        s,
+        id,
+        recorded,
+        attempt,
+        Ok(result.clone()),
+        now,
+    );
+    s.status = StepStatus::Completed(result);
+    slot.wake();
+    st.commands.clear();
+    // Its records will carry the time of the write, a little later: a sleep
+    // started now is measured from here (its recorded end decides on
+    // replay), and a read of `now()` makes the driver replay the run once the
+    // records are written, so that it sees the recorded time.
+    st.now = st.now.max(now);
+    st.ahead_of_log = true;
+    Some(records)
 }
 
 /// The records of one finished attempt: the step's creation (if it is not

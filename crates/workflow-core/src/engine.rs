@@ -359,11 +359,12 @@ impl Engine {
                     message: rec.error.map(|e| e.message).unwrap_or_default(),
                 });
             }
-            wait_for_change(
-                &mut feed,
-                self.inner.settings.poll_interval,
-                |c| matches!(c, Change::Appended { run: r, .. } if r == run),
-            )
+            // Only a new status can end the wait: the run's other appends
+            // do not wake it (a long run would otherwise cost a read per step).
+            wait_for_change(&mut feed, self.inner.settings.poll_interval, |c| {
+                matches!(c, Change::Status { run: r, status }
+                    if r == run && (status.is_terminal() || *status == RunStatus::Blocked))
+            })
             .await;
         }
     }
@@ -602,6 +603,8 @@ async fn activate(
         match drive(&inner, &mut lease, stop).await {
             Ok(Outcome::Suspended(inst)) => inner.cache.put(run, inst),
             Ok(Outcome::Done) => {}
+            // Nothing to release: the store dropped the ended run's lease.
+            Ok(Outcome::Ended) => return,
             Err(e) => {
                 warn!(error = %e, "activation stopped");
                 if e.is_transient() {

@@ -167,7 +167,9 @@ impl OpSlot {
     pub fn removable(&self) -> bool {
         match &self.kind {
             SlotKind::Step(s) => match s.status {
-                StepStatus::Completed(_) | StepStatus::Failed(_) => true,
+                // Not before its records are delivered: a result handed to
+                // the workflow ahead of its write is still to be recorded.
+                StepStatus::Completed(_) | StepStatus::Failed(_) => self.recorded,
                 _ => !self.recorded && s.outcome.is_none(),
             },
             SlotKind::Wait(w) => w.done || !self.recorded,
@@ -213,6 +215,14 @@ pub(crate) struct RunState {
     pub nondeterminism: Option<NondeterminismError>,
     /// Counter for [`AttemptOutcome::finished`].
     pub finish_counter: u64,
+    /// The workflow runs on a step result that is not recorded yet (the
+    /// driver's `deliver_before_recording`): its `now` is the driver's
+    /// clock, not an event's time.
+    pub ahead_of_log: bool,
+    /// The workflow read `now()` while `ahead_of_log`: replay would show it
+    /// another time, so the driver replays it from the log once the result
+    /// is recorded.
+    pub read_time_ahead: bool,
     /// Step mocks of a test engine (`crate::testing`), given to each step.
     #[cfg(feature = "test-util")]
     pub step_mocks: Option<Arc<crate::testing::StepMocks>>,
@@ -271,6 +281,8 @@ impl RunState {
             rng: ChaCha8Rng::seed_from_u64(seed),
             nondeterminism: None,
             finish_counter: 0,
+            ahead_of_log: false,
+            read_time_ahead: false,
             #[cfg(feature = "test-util")]
             step_mocks: None,
         };

@@ -233,7 +233,7 @@ fn engine_killed_mid_step_and_mid_sleep_finishes_the_run() {
         .iter()
         .filter(|l| l.contains("ATTEMPT after-sleep"))
         .count();
-    assert_eq!(after_sleep_attempts, 1);
+    assert_eq!(after_sleep_attempts, 1, "{seen:#?}");
 
     // The store agrees when opened here, after the children are gone.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -31,7 +31,9 @@
 //!   requests on one keep-alive connection, the run consuming each request),
 //!   next to a bare handler of the same framework doing one floor write.
 //!
-//! Then each figure as a ratio to the floor.
+//! Then each figure as a ratio to the floor. `WORKFLOW_BENCH_ONLY=ab` (say)
+//! measures only those figures (the floor always), and
+//! `WORKFLOW_BENCH_BACKEND=RedbStore` only that backend, e.g. under a profiler.
 
 mod common;
 
@@ -471,34 +473,43 @@ async fn webhooks(
     out
 }
 
+/// Whether figure `letter` is to be measured (`WORKFLOW_BENCH_ONLY`).
+fn wanted(letter: char) -> bool {
+    std::env::var("WORKFLOW_BENCH_ONLY").map_or(true, |only| only.contains(letter))
+}
+
 async fn measure(backend: Backend, sizes: &Sizes) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
     let root: PathBuf = dir.path().to_path_buf();
     let mut f = Figures::default();
     let fl = floor(&root.join("floor"), sizes.floor_time);
     (f.floor_ops, f.floor_p50) = (fl.ops_per_s, fl.p50);
-    eprintln!("{}: floor {:.0}/s", backend.name(), f.floor_ops);
 
     let engine = engine(backend.open(&root.join("runs")));
     engine.start_workers();
-    f.a = three_steps(&engine, sizes).await;
-    eprintln!("{}: a done", backend.name());
-    f.b = sequential(&engine, sizes).await;
-    eprintln!("{}: b done", backend.name());
-    f.c = concurrent(&engine, sizes).await;
-    eprintln!("{}: c done", backend.name());
+    if wanted('a') {
+        f.a = three_steps(&engine, sizes).await;
+    }
+    if wanted('b') {
+        f.b = sequential(&engine, sizes).await;
+    }
+    if wanted('c') {
+        f.c = concurrent(&engine, sizes).await;
+    }
     engine.shutdown().await;
     drop(engine);
-
-    f.d_runs = sizes.d_runs;
-    (
-        f.d_start_rate,
-        f.d_disk_per_run,
-        f.d_rss_per_run,
-        f.d_resume,
-    ) = suspended(backend, &root, sizes.d_runs).await;
-    eprintln!("{}: d done", backend.name());
-    f.e = webhooks(backend, &root, sizes).await;
+    if wanted('d') {
+        f.d_runs = sizes.d_runs;
+        (
+            f.d_start_rate,
+            f.d_disk_per_run,
+            f.d_rss_per_run,
+            f.d_resume,
+        ) = suspended(backend, &root, sizes.d_runs).await;
+    }
+    if wanted('e') {
+        f.e = webhooks(backend, &root, sizes).await;
+    }
     f
 }
 
@@ -536,6 +547,24 @@ fn print(backend: Backend, f: &Figures) {
         f.c / f.floor_ops,
         f.c / f.b
     );
+    if f.d_runs == 0 {
+        // Not measured (WORKFLOW_BENCH_ONLY).
+    } else {
+        print_suspended(f);
+    }
+    for (adapter, webhook, bare) in &f.e {
+        println!(
+            "| e. resume_webhook via {} | p50 {} ms (bare handler {} ms) | {:.2}x bare; {:.1}x floor p50 |",
+            adapter.name(),
+            ms(*webhook),
+            ms(*bare),
+            webhook.as_secs_f64() / bare.as_secs_f64(),
+            ratio_ms(*webhook)
+        );
+    }
+}
+
+fn print_suspended(f: &Figures) {
     println!(
         "| d. {} runs suspended on a hook | start {:.0} runs/s; {:.0} B disk/run; {:.0} B RSS/run | start {:.2}x floor ops/s |",
         f.d_runs,
@@ -551,16 +580,6 @@ fn print(backend: Backend, f: &Figures) {
         f.d_runs as f64 / f.d_resume.as_secs_f64(),
         f.d_runs as f64 / f.d_resume.as_secs_f64() / f.floor_ops
     );
-    for (adapter, webhook, bare) in &f.e {
-        println!(
-            "| e. resume_webhook via {} | p50 {} ms (bare handler {} ms) | {:.2}x bare; {:.1}x floor p50 |",
-            adapter.name(),
-            ms(*webhook),
-            ms(*bare),
-            webhook.as_secs_f64() / bare.as_secs_f64(),
-            ratio_ms(*webhook)
-        );
-    }
 }
 
 fn main() {
@@ -572,7 +591,10 @@ fn main() {
         .build()
         .expect("runtime");
     let started = Instant::now();
-    for backend in [Backend::Sled, Backend::Redb] {
+    let backends = [Backend::Sled, Backend::Redb]
+        .into_iter()
+        .filter(|b| std::env::var("WORKFLOW_BENCH_BACKEND").map_or(true, |only| only == b.name()));
+    for backend in backends {
         let figures = runtime.block_on(measure(backend, &sizes));
         print(backend, &figures);
     }

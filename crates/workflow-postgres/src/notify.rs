@@ -28,7 +28,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
-use workflow_store::{Change, RunId, StoreError, Timestamp};
+use workflow_store::{Change, RunId, RunStatus, StoreError, Timestamp};
 
 use crate::tx::Tx;
 
@@ -57,6 +57,7 @@ pub(crate) fn encode(instance: u128, changes: &[Change]) -> Vec<String> {
         let item = match change {
             Change::Appended { run, next_seq } => format!(" a{run}.{next_seq}"),
             Change::Due { run, at } => format!(" d{run}.{}", at.0),
+            Change::Status { run, status } => format!(" s{run}.{}", status.code()),
             _ => continue,
         };
         if !seen.insert(item.clone()) {
@@ -89,6 +90,10 @@ pub(crate) fn decode(payload: &str) -> Option<(u128, Vec<Change>)> {
                 "d" => Some(Change::Due {
                     run,
                     at: Timestamp(n),
+                }),
+                "s" => Some(Change::Status {
+                    run,
+                    status: u8::try_from(n).ok().and_then(RunStatus::from_code)?,
                 }),
                 _ => None,
             }
@@ -297,15 +302,17 @@ mod tests {
     fn payloads_round_trip_and_split() {
         let run = RunId::new();
         let changes: Vec<Change> = (0..500)
-            .map(|i| {
-                if i % 2 == 0 {
-                    Change::Appended { run, next_seq: i }
-                } else {
-                    Change::Due {
-                        run,
-                        at: Timestamp(1_700_000_000_000 + i),
-                    }
-                }
+            .map(|i| match i % 3 {
+                0 => Change::Appended { run, next_seq: i },
+                1 => Change::Due {
+                    run,
+                    at: Timestamp(1_700_000_000_000 + i),
+                },
+                // Repeated changes are sent once: a run of its own each.
+                _ => Change::Status {
+                    run: RunId::new(),
+                    status: RunStatus::ALL[(i % 6) as usize],
+                },
             })
             .collect();
         let payloads = encode(42, &changes);

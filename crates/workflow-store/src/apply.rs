@@ -314,6 +314,12 @@ pub fn append(
         run: run_id,
         next_seq: run.next_seq,
     });
+    if run.status != before {
+        st.changes.notify.push(Change::Status {
+            run: run_id,
+            status: run.status,
+        });
+    }
     st.put_run(Some(before), run.clone());
     Ok(Appended {
         events: recorded,

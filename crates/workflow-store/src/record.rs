@@ -60,6 +60,11 @@ impl RunStatus {
         }
     }
 
+    /// The status of a [`RunStatus::code`].
+    pub fn from_code(code: u8) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.code() == code)
+    }
+
     /// A stable one-byte code, for backends that index by status.
     pub fn code(self) -> u8 {
         match self {
@@ -375,6 +380,14 @@ pub enum Change {
         run: RunId,
         /// Length of its log.
         next_seq: u64,
+    },
+    /// A run's status changed (it started, ended or was blocked), in the
+    /// write that changed it; published after that write's `Appended`.
+    Status {
+        /// The run.
+        run: RunId,
+        /// Its new status.
+        status: RunStatus,
     },
     /// A run has work due at `at` (perhaps now).
     Due {

@@ -1,10 +1,11 @@
-//! Change notification: a subscriber wakes on a write.
+//! Change notification: a subscriber wakes on a write, and learns when a
+//! run's status changes.
 
 use std::time::Duration;
 
 use super::{fresh, hook_created, new_run, payload, skipped, token, Backend};
 use crate::event::EventData;
-use crate::record::Change;
+use crate::record::{Change, RunStatus};
 use crate::store::Store;
 
 /// Runs the notification checks.
@@ -28,7 +29,8 @@ async fn next_matching(
     }
 }
 
-/// Appends, resumes and run creation each notify a waiting subscriber.
+/// Appends, resumes and run creation each notify a waiting subscriber; a
+/// run that ends is announced with its status.
 pub async fn subscriber_wakes_on_write<B: Backend>(b: &B) {
     let (store, _) = fresh(b).await;
     let Some(mut rx) = store.subscribe() else {
@@ -74,6 +76,18 @@ pub async fn subscriber_wakes_on_write<B: Backend>(b: &B) {
         &mut rx,
         |c| matches!(c, Change::Appended { run: r, next_seq: 4 } if *r == run),
         "Appended after resume",
+    )
+    .await;
+    // A status change is announced, so that a waiter for a run's end need
+    // not read the run after each of its appends.
+    store
+        .append(run, vec![EventData::RunCancelled], None)
+        .await
+        .expect("cancel");
+    next_matching(
+        &mut rx,
+        |c| matches!(c, Change::Status { run: r, status: RunStatus::Cancelled } if *r == run),
+        "Status(cancelled) after the run ended",
     )
     .await;
 }
