@@ -8,18 +8,18 @@
 //! engine's runs are taken over when their leases expire.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info_span, warn, Instrument};
 use workflow_store::{
-    Change, EventData, NewRun, Payload, PurgeQuery, RunId, RunQuery, RunRecord, RunStatus, Store,
-    StoreError, Timestamp,
+    Change, EventData, Lease, NewRun, Payload, PurgeQuery, RunId, RunQuery, RunRecord, RunStatus,
+    Store, StoreError, Timestamp,
 };
 
 use crate::cache::RunCache;
@@ -140,6 +140,8 @@ impl EngineBuilder {
                 registry: self.registry,
                 settings: self.settings,
                 workers: Mutex::new(None),
+                handover: Mutex::new(None),
+                inflight: AtomicUsize::new(0),
                 stop: watch::channel(false).0,
                 metrics: Counters::default(),
             }),
@@ -153,9 +155,53 @@ pub(crate) struct EngineInner {
     pub settings: EngineSettings,
     pub cache: RunCache,
     workers: Mutex<Option<JoinHandle<()>>>,
+    /// Leases of runs this engine has just started, for its workers to drive
+    /// at once (`None` while no workers run).
+    handover: Mutex<Option<mpsc::UnboundedSender<Lease>>>,
+    /// Activations running, and slots reserved for leases being handed over;
+    /// at most `settings.concurrency`.
+    inflight: AtomicUsize,
     /// `true` while the workers shut down: activations stop starting attempts.
     stop: watch::Sender<bool>,
     pub metrics: Counters,
+}
+
+impl EngineInner {
+    /// Reserves up to `n` activation slots; returns how many it got.
+    fn reserve(&self, n: usize) -> usize {
+        let limit = self.settings.concurrency;
+        let mut got = 0;
+        let _ = self
+            .inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                got = n.min(limit.saturating_sub(used));
+                (got > 0).then_some(used + got)
+            });
+        got
+    }
+
+    /// Gives back `n` reserved slots (or those of ended activations).
+    fn unreserve(&self, n: usize) {
+        if n > 0 {
+            // Saturating: `shutdown_now` forgets the aborted activations.
+            let _ = self
+                .inflight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    Some(used.saturating_sub(n))
+                });
+        }
+    }
+
+    /// Where to hand a lease to the workers, with a slot reserved for it;
+    /// `None` if no workers run or every slot is taken.
+    fn handover(&self) -> Option<mpsc::UnboundedSender<Lease>> {
+        let tx = self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        (self.reserve(1) == 1).then_some(tx)
+    }
 }
 
 /// The engine's counters, updated as it works.
@@ -319,7 +365,34 @@ impl Engine {
             workflow: name.to_string(),
             input,
         };
-        match self.inner.store.create_run(new).await {
+        // With a free slot, the run is leased in the creating write and
+        // driven at once by this engine's workers: no queue round trip.
+        let created = match self.inner.handover() {
+            Some(workers) => {
+                let created = self
+                    .inner
+                    .store
+                    .create_run_leased(new, self.inner.settings.lease_ttl)
+                    .await;
+                match created {
+                    Ok((created, Some(lease))) => {
+                        if let Err(unsent) = workers.send(lease) {
+                            // The workers stopped meanwhile: the run is due
+                            // again once its lease is given back.
+                            self.inner.unreserve(1);
+                            self.inner.store.release_lease(&unsent.0).await?;
+                        }
+                        Ok(created)
+                    }
+                    other => {
+                        self.inner.unreserve(1);
+                        other.map(|(created, _)| created)
+                    }
+                }
+            }
+            None => self.inner.store.create_run(new).await,
+        };
+        match created {
             Ok(created) => {
                 debug!(run = %id, workflow = name, created = created.created, "run started");
                 Ok(id)
@@ -523,11 +596,23 @@ impl Engine {
             return;
         }
         self.inner.stop.send_replace(false);
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self
+            .inner
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let inner = self.inner.clone();
-        *workers = Some(tokio::spawn(dispatch(inner)));
+        *workers = Some(tokio::spawn(dispatch(inner, rx)));
     }
 
     fn take_workers(&self) -> Option<JoinHandle<()>> {
+        // No more hand-overs: runs started from now on wait in the queue.
+        self.inner
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.inner
             .workers
             .lock()
@@ -554,6 +639,8 @@ impl Engine {
     pub fn shutdown_now(&self) {
         if let Some(handle) = self.take_workers() {
             handle.abort();
+            // Its activations are gone with it, and their slots.
+            self.inner.inflight.store(0, Ordering::Release);
         }
         self.inner.cache.clear();
     }
@@ -635,21 +722,35 @@ async fn activate(
 }
 
 /// The worker loop: lease due runs up to the concurrency limit, drive each in
-/// its own task, sleep until a notification or the next due time.
-async fn dispatch(inner: Arc<EngineInner>) {
+/// its own task, sleep until a notification, a hand-over or the next due
+/// time. Runs this engine starts come already leased (see
+/// [`Engine::start`]): they are driven at once, in a slot their starter
+/// reserved.
+async fn dispatch(inner: Arc<EngineInner>, mut handed: mpsc::UnboundedReceiver<Lease>) {
     let mut feed = inner.store.subscribe();
     let mut stop = inner.stop.subscribe();
     let mut active = tokio::task::JoinSet::new();
     let settings = inner.settings.clone();
+    let spawn = |active: &mut tokio::task::JoinSet<()>, lease| {
+        active.spawn(activate(inner.clone(), lease, inner.stop.subscribe()));
+    };
     wake_blocked_runs(&inner).await;
     loop {
-        while active.try_join_next().is_some() {}
-        let free = settings.concurrency.saturating_sub(active.len());
+        while active.try_join_next().is_some() {
+            inner.unreserve(1);
+        }
+        while let Ok(lease) = handed.try_recv() {
+            spawn(&mut active, lease);
+        }
+        let free = inner.reserve(settings.concurrency);
         if free > 0 {
-            match inner.store.lease_due(free, settings.lease_ttl).await {
+            let leased = inner.store.lease_due(free, settings.lease_ttl).await;
+            let taken = leased.as_ref().map_or(0, Vec::len);
+            inner.unreserve(free - taken.min(free));
+            match leased {
                 Ok(leases) if !leases.is_empty() => {
                     for lease in leases {
-                        active.spawn(activate(inner.clone(), lease, inner.stop.subscribe()));
+                        spawn(&mut active, lease);
                     }
                     continue;
                 }
@@ -670,11 +771,22 @@ async fn dispatch(inner: Arc<EngineInner>) {
         tokio::select! {
             _ = stop.changed() => {}
             () = next_change(&mut feed, |c| matches!(c, Change::Due { .. })) => {}
-            Some(_) = active.join_next(), if !active.is_empty() => {}
+            Some(lease) = handed.recv() => spawn(&mut active, lease),
+            Some(_) = active.join_next(), if !active.is_empty() => inner.unreserve(1),
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    while active.join_next().await.is_some() {}
+    // Leases handed over too late to be driven go back to the queue.
+    handed.close();
+    while let Some(lease) = handed.recv().await {
+        inner.unreserve(1);
+        if let Err(e) = inner.store.release_lease(&lease).await {
+            warn!(run = %lease.run_id, error = %e, "could not give back a lease; the run is due again when it expires");
+        }
+    }
+    while active.join_next().await.is_some() {
+        inner.unreserve(1);
+    }
 }
 
 /// An engine that starts may have the code or the registration that a

@@ -714,6 +714,20 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn create_run_leased(
+        &self,
+        run: NewRun,
+        ttl: Duration,
+    ) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+        self.write(
+            "create_run_leased",
+            Target::Run(run.id),
+            |id| vec![Key::Event(id, 0), Key::Queue(id)],
+            |st| apply::create_run_leased(st, &run, ttl),
+        )
+        .await
+    }
+
     async fn append(
         &self,
         run: RunId,

@@ -264,6 +264,29 @@ pub fn create_run(
     })
 }
 
+/// Creates a run and, if it is new, leases it in the same write (see
+/// [`crate::Store::create_run_leased`]).
+pub fn create_run_leased(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    new: &NewRun,
+    ttl: Duration,
+) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+    let created = create_run(st, new)?;
+    if !created.created {
+        return Ok((created, None));
+    }
+    let lease = try_lease(st, new.id, ttl)?;
+    if lease.is_some() {
+        // Held from the start: nobody else is to pick it up now. (The due
+        // time of the lease's expiry is announced as usual.)
+        let now = st.now;
+        st.changes
+            .notify
+            .retain(|c| !matches!(c, Change::Due { run, at } if *run == new.id && *at == now));
+    }
+    Ok((created, lease))
+}
+
 /// Appends events with their projections (see [`crate::Store::append`]).
 pub fn append(
     st: &mut Staged<'_, impl ReadView + ?Sized>,

@@ -39,8 +39,8 @@
 //! and how the suite itself is mutation-tested.
 
 pub use crate::apply::{
-    append, create_run, purge, release_lease, renew_lease, resume_hook, resume_webhook, try_lease,
-    wake, Changes, PurgedRun, ReadView, Staged,
+    append, create_run, create_run_leased, purge, release_lease, renew_lease, resume_hook,
+    resume_webhook, try_lease, wake, Changes, PurgedRun, ReadView, Staged,
 };
 pub use crate::record::{OpKind, OpState, QueueEntry, TokenOwner};
 pub use crate::store::purge_candidates;

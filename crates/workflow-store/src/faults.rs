@@ -186,6 +186,14 @@ impl<S: Store> Store for FaultyStore<S> {
     async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError> {
         self.faulted("create_run", self.inner.create_run(run)).await
     }
+    async fn create_run_leased(
+        &self,
+        run: NewRun,
+        ttl: Duration,
+    ) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+        self.faulted("create_run_leased", self.inner.create_run_leased(run, ttl))
+            .await
+    }
     async fn append(
         &self,
         run: RunId,

@@ -217,6 +217,14 @@ impl Store for MemoryStore {
         self.write(|st| apply::create_run(st, &run))
     }
 
+    async fn create_run_leased(
+        &self,
+        run: NewRun,
+        ttl: Duration,
+    ) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+        self.write(|st| apply::create_run_leased(st, &run, ttl))
+    }
+
     async fn append(
         &self,
         run: RunId,

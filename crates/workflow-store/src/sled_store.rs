@@ -1036,6 +1036,15 @@ impl Store for SledStore {
         self.write(move |st| apply::create_run(st, &run)).await
     }
 
+    async fn create_run_leased(
+        &self,
+        run: NewRun,
+        ttl: Duration,
+    ) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+        self.write(move |st| apply::create_run_leased(st, &run, ttl))
+            .await
+    }
+
     async fn append(
         &self,
         run: RunId,

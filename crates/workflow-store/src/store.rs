@@ -51,6 +51,25 @@ pub trait Store: Send + Sync + 'static {
     /// workflow or input it is [`StoreError::RunConflict`].
     async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError>;
 
+    /// Creates a run like [`create_run`](Store::create_run) and, if this call
+    /// created it, leases it to the caller for `ttl` in the same write: the
+    /// engine that starts a run drives it at once, without a round trip
+    /// through the queue. The lease is held like one from
+    /// [`lease_due`](Store::lease_due) (not `taken_over`), and no engine is
+    /// told the run is due now.
+    ///
+    /// `None` for an existing run, or from a backend that does not lease on
+    /// creation: the default implementation is `create_run`, and the run is
+    /// then driven by whichever engine leases it from the queue.
+    async fn create_run_leased(
+        &self,
+        run: NewRun,
+        ttl: Duration,
+    ) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+        let _ = ttl;
+        Ok((self.create_run(run).await?, None))
+    }
+
     /// Appends `events` to a run's log, with their projections, atomically.
     ///
     /// With `fence`, the write succeeds only while that lease holds the run
@@ -182,6 +201,13 @@ pub trait Store: Send + Sync + 'static {
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     async fn create_run(&self, run: NewRun) -> Result<CreatedRun, StoreError> {
         (**self).create_run(run).await
+    }
+    async fn create_run_leased(
+        &self,
+        run: NewRun,
+        ttl: Duration,
+    ) -> Result<(CreatedRun, Option<Lease>), StoreError> {
+        (**self).create_run_leased(run, ttl).await
     }
     async fn append(
         &self,

@@ -15,6 +15,78 @@ pub async fn run<B: Backend>(b: &B) {
     renew_extends_and_release_frees(b).await;
     a_lease_says_whether_it_took_over(b).await;
     release_is_refused_once_the_lease_is_gone(b).await;
+    a_run_created_leased_is_held_by_its_creator(b).await;
+}
+
+/// `create_run_leased`: a backend may lease a new run to its creator in the
+/// creating write (the default does not). A lease it returns is exclusive and
+/// fences writes like any other, its release leaves nothing due, and a second
+/// creation of the same run (idempotent) leases nothing.
+pub async fn a_run_created_leased_is_held_by_its_creator<B: Backend>(b: &B) {
+    let (store, _) = fresh(b).await;
+    let run_id = crate::id::RunId::new();
+    let new = || crate::record::NewRun {
+        id: run_id,
+        workflow: "wf".to_string(),
+        input: super::payload(&()),
+    };
+    let (created, lease) = store
+        .create_run_leased(new(), TTL)
+        .await
+        .expect("create_run_leased");
+    assert!(created.created, "leases: a new run was not created");
+    let Some(lease) = lease else {
+        // Not leased: the run must be due like one from create_run.
+        let leased = store.lease_due(10, TTL).await.expect("lease_due");
+        assert_eq!(
+            leased.iter().map(|l| l.run_id).collect::<Vec<_>>(),
+            vec![run_id],
+            "leases: a run created without a lease is not due"
+        );
+        return;
+    };
+    assert_eq!(lease.run_id, run_id, "leases: the lease is for another run");
+    assert!(
+        !lease.taken_over,
+        "leases: a creation lease says it took over"
+    );
+    assert!(
+        store
+            .lease_due(10, TTL)
+            .await
+            .expect("lease_due")
+            .is_empty(),
+        "leases: a run leased at creation was leased again"
+    );
+    let (again, second) = store
+        .create_run_leased(new(), TTL)
+        .await
+        .expect("create_run_leased again");
+    assert!(
+        !again.created && second.is_none(),
+        "leases: creating an existing run leased it again: {again:?} {second:?}"
+    );
+    store
+        .append(run_id, vec![EventData::RunStarted], Some(lease.id))
+        .await
+        .expect("leases: the creation lease does not fence-pass its holder's write");
+    let stale = crate::record::Lease {
+        id: crate::id::LeaseId::new(),
+        ..lease.clone()
+    };
+    let r = store
+        .append(run_id, vec![step_created("step:0")], Some(stale.id))
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost { .. })),
+        "leases: a write fenced by another lease passed: {r:?}"
+    );
+    store.release_lease(&lease).await.expect("release");
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "leases: a released run with nothing to do is still queued"
+    );
 }
 
 /// A lease given up is gone: releasing or renewing it again is `LeaseLost`
