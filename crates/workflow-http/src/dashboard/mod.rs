@@ -65,7 +65,10 @@ mod config;
 mod convert;
 mod html;
 mod model;
+mod overview;
+mod overview_page;
 pub mod views;
+mod waterfall;
 
 use std::sync::Arc;
 
@@ -145,6 +148,8 @@ where
     let mut r = Router::new()
         .route(&format!("{p}/"), get(runs_page))
         .route(&format!("{p}/runs/{{id}}"), get(run_page))
+        .route(&format!("{p}/overview"), get(overview_page))
+        .route(&format!("{p}/api/overview"), get(api_overview))
         .route(&format!("{p}/api/runs"), get(api_runs))
         .route(&format!("{p}/api/runs/{{id}}"), get(api_run))
         .route(&format!("{p}/api/runs/{{id}}/status"), get(api_run_status))
@@ -376,6 +381,24 @@ async fn run_page(State(d): State<Dashboard>, Path(id): Path<String>) -> Respons
     match load_detail(&d, &id).await {
         Ok(detail) => html_response(StatusCode::OK, html::run_page(&d.site(), &detail)),
         Err(f) => f.html(&d),
+    }
+}
+
+async fn overview_page(State(d): State<Dashboard>) -> Response {
+    let started = std::time::Instant::now();
+    match overview::overview(d.engine.store().as_ref(), d.config.show_tokens).await {
+        Ok(o) => html_response(
+            StatusCode::OK,
+            overview_page::overview_page(&d.site(), &o, started.elapsed()),
+        ),
+        Err(e) => Failure::from(e).html(&d),
+    }
+}
+
+async fn api_overview(State(d): State<Dashboard>) -> Response {
+    match overview::overview(d.engine.store().as_ref(), d.config.show_tokens).await {
+        Ok(o) => json_response(StatusCode::OK, &overview::overview_json(&o)),
+        Err(e) => Failure::from(e).json(),
     }
 }
 
