@@ -17,6 +17,7 @@
 
 mod chromium;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,9 @@ use workflow_core::{
     Backoff, Context, Engine, HookOptions, StepError, StepOptions, WebhookOptions, WorkflowError,
 };
 use workflow_http::dashboard::{self, DashboardConfig};
-use workflow_store::{HookToken, MemoryStore, NewRun, Payload, RunId, RunStatus, Store};
+use workflow_store::{
+    Clock, HookToken, MemoryStore, NewRun, Payload, RunId, RunStatus, Store, Timestamp,
+};
 
 const P: &str = "/workflow/dashboard";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
@@ -97,9 +100,22 @@ async fn await_reply(ctx: Context, n: u64) -> Result<String, WorkflowError> {
     Ok(hook.next().await?)
 }
 
+/// The wall clock set back by an offset that the test shrinks, so that runs
+/// started one after the other spread over the last hour.
+#[derive(Debug, Default)]
+struct BehindClock(AtomicU64);
+
+impl Clock for BehindClock {
+    fn now(&self) -> Timestamp {
+        let now = Timestamp::now().as_millis();
+        Timestamp(now.saturating_sub(self.0.load(Ordering::SeqCst)))
+    }
+}
+
 fn engine(store: Arc<MemoryStore>) -> Engine {
     let e = Engine::builder(store)
         .poll_interval(Duration::from_millis(20))
+        .lease_ttl(Duration::from_secs(3600))
         .workflow("checkout", checkout)
         .workflow("quick", quick)
         .workflow("doomed", doomed)
@@ -306,21 +322,44 @@ async fn overview_of_a_few_hundred_runs() {
         println!("SKIPPED: no chromium");
         return;
     };
-    let store = Arc::new(MemoryStore::new());
+    // The first run starts 58 minutes ago, the last one now.
+    let clock = Arc::new(BehindClock(AtomicU64::new(58 * 60_000)));
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
     let engine = engine(store.clone());
     let base = serve(engine.clone()).await;
     let mut waiting = Vec::new();
     for n in 0..300u64 {
+        clock
+            .0
+            .store((300 - n) * 58 * 60_000 / 300, Ordering::SeqCst);
+        // Each run settles before the clock moves on, so that its times are
+        // those of one moment.
         match n % 10 {
             0 | 1 => {
-                engine.start("doomed", &n).await.expect("start");
+                let run = engine.start("doomed", &n).await.expect("start");
+                wait_until("a failure", || async {
+                    status_of(store.as_ref(), run).await == RunStatus::Failed
+                })
+                .await;
             }
-            2 => waiting.push(engine.start("await_reply", &n).await.expect("start")),
+            2 => {
+                waiting.push(engine.start("await_reply", &n).await.expect("start"));
+                let token = HookToken::new(format!("reply:{n}")).expect("token");
+                wait_until("a live hook", || async {
+                    store.get_hook(&token).await.ok().flatten().is_some()
+                })
+                .await;
+            }
             _ => {
-                engine.start("quick", &n).await.expect("start");
+                let run = engine.start("quick", &n).await.expect("start");
+                wait_until("a completion", || async {
+                    status_of(store.as_ref(), run).await == RunStatus::Completed
+                })
+                .await;
             }
         }
     }
+    clock.0.store(0, Ordering::SeqCst);
     // Runs of a workflow this engine does not have: they block. One has
     // markup in its name.
     let mut blocked = Vec::new();
@@ -336,7 +375,7 @@ async fn overview_of_a_few_hundred_runs() {
             .expect("create");
         blocked.push(id);
     }
-    wait_until("every run to settle", || async {
+    wait_until("the blocked runs", || async {
         let mut settled = 0;
         for status in [RunStatus::Completed, RunStatus::Failed, RunStatus::Blocked] {
             settled += store
@@ -397,6 +436,8 @@ async fn overview_of_a_few_hundred_runs() {
         );
     }
     assert!(dom.contains("303 in the hour"), "started in the hour");
+    let bars = dom.matches("class=\"mn-bar\"").count();
+    assert!(bars > 100, "the runs spread over the hour: {bars} bars");
     assert!(!dom.contains("<img src=x"), "markup in a name is escaped");
     assert!(dom.contains("&lt;img src=x onerror=alert(1)&gt;"));
     // Blocked runs: a link to the error and the command that retries them.

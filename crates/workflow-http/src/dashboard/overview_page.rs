@@ -304,7 +304,11 @@ pub(crate) fn overview_page(site: &Site<'_>, o: &Overview, took: Duration) -> St
                 href = esc(&format!("{p}/runs/{run}#hooks")),
                 run_e = esc(&run),
                 wf = esc(&h.workflow),
-                created = time_cell(h.record.created_at),
+                created = format!(
+                    "<time datetime=\"{t}\" title=\"{t}\">{r}</time>",
+                    t = esc(&time_text(h.record.created_at)),
+                    r = esc(&relative(h.record.created_at, o.now))
+                ),
             );
         }
         c.push_str("</tbody></table>");
