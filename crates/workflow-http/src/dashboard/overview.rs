@@ -251,7 +251,7 @@ pub(crate) async fn overview(store: &dyn Store, show_tokens: bool) -> Result<Ove
         .into_iter()
         .flat_map(|s| list(s).iter())
         .collect();
-    active.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    active.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
     let hook_runs_capped = active.len() > HOOK_RUNS
         || [RunStatus::Pending, RunStatus::Running, RunStatus::Blocked]
             .into_iter()

@@ -298,17 +298,15 @@ pub(crate) fn overview_page(site: &Site<'_>, o: &Overview, took: Duration) -> St
             let _ = write!(
                 c,
                 "<tr><td><code class=\"token\">{tok}</code></td><td>{kind}</td>\
-                 <td><a class=\"mono\" href=\"{href}\">{run_e}</a> <span class=\"hint\">{wf}</span></td><td>{created}</td></tr>",
+                 <td><a class=\"mono\" href=\"{href}\">{run_e}</a> <span class=\"hint\">{wf}</span></td>\
+                 <td><time datetime=\"{t}\" title=\"{t}\">{ago}</time></td></tr>",
                 tok = esc(&h.token),
                 kind = if h.record.webhook.is_some() { "webhook" } else { "hook" },
                 href = esc(&format!("{p}/runs/{run}#hooks")),
                 run_e = esc(&run),
                 wf = esc(&h.workflow),
-                created = format!(
-                    "<time datetime=\"{t}\" title=\"{t}\">{r}</time>",
-                    t = esc(&time_text(h.record.created_at)),
-                    r = esc(&relative(h.record.created_at, o.now))
-                ),
+                t = esc(&time_text(h.record.created_at)),
+                ago = esc(&relative(h.record.created_at, o.now)),
             );
         }
         c.push_str("</tbody></table>");
