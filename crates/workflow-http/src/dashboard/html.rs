@@ -9,7 +9,7 @@ use super::convert::{relative, time_text};
 use super::model::{
     page_fingerprint, summary_fingerprint, EventView, RunDetail, RunSummary, RunsPage,
 };
-use super::waterfall;
+use super::waterfall_svg;
 
 /// Payloads longer than this (pretty-printed) are cut in the HTML; the JSON
 /// API has them whole.
@@ -432,7 +432,7 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
             esc(message)
         );
     }
-    c.push_str(&waterfall::svg(&d.waterfall));
+    c.push_str(&waterfall_svg::svg(&d.waterfall));
 
     // Live hooks, pending timers, steps.
     c.push_str("<div class=\"panels\">");

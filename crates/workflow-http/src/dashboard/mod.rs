@@ -101,6 +101,7 @@ mod overview;
 mod overview_page;
 pub mod views;
 mod waterfall;
+mod waterfall_svg;
 
 use std::sync::Arc;
 
