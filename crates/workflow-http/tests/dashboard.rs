@@ -1152,3 +1152,167 @@ async fn behind_the_admin_gate_pages_and_data_need_the_token() {
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waterfall_and_overview_escape_hostile_names_errors_and_tokens() {
+    let (engine, store) = new_engine();
+    let st = store.as_ref();
+    let now = st.now();
+    let run = create(st, RunId::new(), "<svg onload=alert(1)>", json!({})).await;
+    let token = "o'brien&co;x=<1>";
+    let hook_token = HookToken::new("o'brien&co;x=1").expect("token");
+    append(
+        st,
+        run,
+        vec![
+            EventData::RunStarted,
+            EventData::StepCreated {
+                step: cid("step:0"),
+                name: "\"><script>alert(4)</script>".into(),
+                input_digest: None,
+            },
+            EventData::StepStarted {
+                step: cid("step:0"),
+                attempt: 1,
+            },
+            EventData::StepRetrying {
+                step: cid("step:0"),
+                error: ErrorRecord::new("<img src=x onerror=alert(5)>"),
+                retry_at: now.saturating_add(Duration::from_secs(60)),
+            },
+            EventData::HookCreated {
+                hook: cid("hook:1"),
+                token: hook_token.clone(),
+                metadata: None,
+                webhook: Some(WebhookResponse::Accepted),
+            },
+        ],
+    )
+    .await;
+    let blocked = create(st, RunId::new(), "<svg onload=alert(6)>", json!({})).await;
+    append(
+        st,
+        blocked,
+        vec![
+            EventData::RunStarted,
+            EventData::RunBlocked {
+                error: ErrorRecord::new("</pre><img src=x onerror=alert(7)>"),
+            },
+        ],
+    )
+    .await;
+    assert!(HookToken::new(token).is_err(), "markup is not a token");
+    let s = Server::start(engine, DashboardConfig::new().with_show_tokens(true)).await;
+
+    for path in [
+        format!("{P}/runs/{run}"),
+        format!("{P}/runs/{blocked}"),
+        format!("{P}/overview"),
+        format!("{P}/"),
+    ] {
+        let page = s.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert_eq!(page.body.matches("<script").count(), 1, "{path}");
+        for raw in ["<img", "<svg onload", "\"><script>alert(4)"] {
+            assert!(!page.body.contains(raw), "{path} has {raw}: {}", page.body);
+        }
+    }
+    let page = s.get(&format!("{P}/runs/{run}")).await.body;
+    // The waterfall: one row, its name and the attempt's error escaped.
+    assert_eq!(
+        page.matches("<g class=\"wf-op ").count(),
+        2,
+        "the step and the webhook"
+    );
+    assert!(page.contains("&quot;&gt;&lt;script&gt;alert(4)&lt;/script&gt;"));
+    assert!(page.contains("error: &lt;img src=x onerror=alert(5)&gt;"));
+    assert!(page.contains("class=\"wf-seg wf-failed\""));
+    // The token in the copyable command: shell-quoted, then escaped.
+    assert!(
+        page.contains("workflow resume &#39;o&#39;\\&#39;&#39;brien&amp;co;x=1&#39;"),
+        "{page}"
+    );
+    let page = s.get(&format!("{P}/overview")).await.body;
+    assert!(page.contains("&lt;/pre&gt;&lt;img src=x onerror=alert(7)&gt;"));
+    assert!(page.contains(&format!("workflow unblock {blocked}")));
+    assert!(
+        page.contains("o&#39;brien&amp;co;x=1"),
+        "the live hook's token"
+    );
+    let page = s.get(&format!("{P}/runs/{blocked}")).await.body;
+    assert!(page.contains(&format!("data-copy=\"workflow unblock {blocked}\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_by_status_and_bounds_what_it_reads() {
+    let (engine, store) = new_engine();
+    let st = store.as_ref();
+    for i in 0..5 {
+        let run = create(st, RunId::new(), "orders", json!(i)).await;
+        append(
+            st,
+            run,
+            vec![
+                EventData::RunStarted,
+                EventData::StepCreated {
+                    step: cid("step:0"),
+                    name: "charge".into(),
+                    input_digest: None,
+                },
+                EventData::StepStarted {
+                    step: cid("step:0"),
+                    attempt: 1,
+                },
+                EventData::StepCompleted {
+                    step: cid("step:0"),
+                    result: payload(json!(i)),
+                },
+                EventData::RunCompleted {
+                    output: payload(json!(i)),
+                },
+            ],
+        )
+        .await;
+    }
+    let waiting = rich_run(st).await;
+    blocked_run(st).await;
+    let s = Server::start(engine, DashboardConfig::default()).await;
+    let o = s.get_json(&format!("{P}/api/overview")).await;
+    assert_eq!(
+        o["by_status"]["completed"],
+        json!({ "count": 5, "more": false })
+    );
+    assert_eq!(o["by_status"]["running"]["count"], 1);
+    assert_eq!(o["by_status"]["blocked"]["count"], 1);
+    let minutes = o["minutes"].as_array().expect("minutes");
+    assert_eq!(minutes.len(), 60);
+    let last = &minutes[59];
+    assert_eq!(last["started"], 7);
+    assert_eq!(last["completed"], 5);
+    assert_eq!(last["blocked"], 1);
+    // The rich run's webhook and plain hook are live; tokens masked.
+    assert_eq!(o["live_hooks"], 2);
+    let hooks = o["hooks"].as_array().expect("hooks");
+    assert!(hooks.iter().all(|h| h["run"] == waiting.to_string()));
+    assert!(!o.to_string().contains(SECRET), "tokens are masked");
+    // No engine runs here: the runs' wake-ups are due, and overdue soon.
+    assert!(o["next_due"]["time"].is_string(), "{o}");
+    let steps = o["steps"].as_array().expect("steps");
+    let charge = steps
+        .iter()
+        .find(|s| s["name"] == "charge")
+        .expect("charge");
+    assert_eq!(charge["attempts"], 6, "five completed, one retrying");
+    assert_eq!(charge["failed"], 1);
+    assert_eq!(o["sampled"]["status_cap"], 1000);
+
+    let page = s.get(&format!("{P}/overview")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<svg class=\"minutes\""));
+    assert!(
+        page.body.contains("data-grow=\"5000\""),
+        "it refreshes itself"
+    );
+    assert!(page.body.contains("Counted up to 1000 per status"));
+    assert!(page.body.contains(&format!("{P}/runs/{waiting}#hooks")));
+}

@@ -93,6 +93,36 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// A duration in milliseconds, in words: `850 ms`, `1.25 s`, `42 s`,
+/// `3 min 5 s`, `2 h 10 min`, `3 days 4 h`.
+pub(crate) fn duration_text(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 10_000 {
+        format!("{:.2} s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{} s", ms / 1000)
+    } else if ms < 3_600_000 {
+        let s = ms / 1000;
+        match s % 60 {
+            0 => format!("{} min", s / 60),
+            r => format!("{} min {r} s", s / 60),
+        }
+    } else if ms < 86_400_000 {
+        let m = ms / 60_000;
+        match m % 60 {
+            0 => format!("{} h", m / 60),
+            r => format!("{} h {r} min", m / 60),
+        }
+    } else {
+        let h = ms / 3_600_000;
+        match h % 24 {
+            0 => format!("{} days", h / 24),
+            r => format!("{} days {r} h", h / 24),
+        }
+    }
+}
+
 /// How long from `now` until `at`, or since, in words: `in 1.5 s`, `3 min ago`.
 pub(crate) fn relative(at: Timestamp, now: Timestamp) -> String {
     let (ms, future) = if at >= now {
@@ -292,6 +322,16 @@ mod tests {
         let now = Timestamp(1_000_000);
         assert_eq!(relative(Timestamp(1_001_500), now), "in 1.5 s");
         assert_eq!(relative(Timestamp(1_000_000 - 180_000), now), "3 min ago");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_text(0), "0 ms");
+        assert_eq!(duration_text(1_250), "1.25 s");
+        assert_eq!(duration_text(42_000), "42 s");
+        assert_eq!(duration_text(185_000), "3 min 5 s");
+        assert_eq!(duration_text(7_800_000), "2 h 10 min");
+        assert_eq!(duration_text(86_400_000 * 3), "3 days");
     }
 
     #[test]

@@ -9,12 +9,15 @@ use super::convert::{relative, time_text};
 use super::model::{
     page_fingerprint, summary_fingerprint, EventView, RunDetail, RunSummary, RunsPage,
 };
+use super::waterfall_svg;
 
 /// Payloads longer than this (pretty-printed) are cut in the HTML; the JSON
 /// API has them whole.
 const MAX_PAYLOAD_CHARS: usize = 16 * 1024;
 /// The run page shows at most this many events (the newest); the JSON API has all.
 const MAX_EVENTS_SHOWN: usize = 2000;
+/// How often a live run's page with open operations refreshes, in milliseconds.
+const GROW_MS: u64 = 3000;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(crate) fn esc(s: &str) -> String {
@@ -52,12 +55,37 @@ pub(crate) struct Site<'a> {
 }
 
 impl Site<'_> {
-    fn home(&self) -> String {
+    /// The runs list.
+    pub(crate) fn home(&self) -> String {
         format!("{}/", self.prefix)
     }
 }
 
-fn layout(site: &Site<'_>, title: &str, content: &str) -> String {
+/// A shell command the reader can copy: the text, and a button that copies
+/// it (with the dashboard's script; without it the text is selectable).
+pub(crate) fn command(text: &str) -> String {
+    format!(
+        "<span class=\"cmd\"><code>{t}</code><button type=\"button\" class=\"copy\" data-copy=\"{t}\" \
+         aria-label=\"Copy the command {t}\">Copy</button></span>",
+        t = esc(text)
+    )
+}
+
+/// `text` quoted for a POSIX shell when it needs to be.
+pub(crate) fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@%+=,".contains(&b));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// The page around `content`: head, header with the navigation.
+pub(crate) fn layout(site: &Site<'_>, title: &str, content: &str) -> String {
     let p = esc(site.prefix);
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -68,9 +96,11 @@ fn layout(site: &Site<'_>, title: &str, content: &str) -> String {
          <script src=\"{p}/assets/dashboard.js\" defer></script>\n</head>\n\
          <body data-prefix=\"{p}\">\n\
          <header class=\"top\"><a class=\"brand\" href=\"{home}\">workflow runs</a>\
+         <nav class=\"pages\"><a href=\"{home}\">Runs</a><a href=\"{overview}\">Overview</a></nav>\
          <span class=\"mode\">{mode}</span></header>\n{content}\n</body>\n</html>\n",
         title = esc(title),
         home = esc(&site.home()),
+        overview = esc(&format!("{}/overview", site.prefix)),
         mode = if site.actions {
             "actions enabled"
         } else {
@@ -79,7 +109,7 @@ fn layout(site: &Site<'_>, title: &str, content: &str) -> String {
     )
 }
 
-fn status_badge(status: RunStatus) -> String {
+pub(crate) fn status_badge(status: RunStatus) -> String {
     format!(
         "<span class=\"badge status-{s}\">{s}</span>",
         s = esc(status.as_str())
@@ -106,7 +136,7 @@ fn kind_class(kind: EventKind) -> &'static str {
     }
 }
 
-fn time_cell(t: workflow_store::Timestamp) -> String {
+pub(crate) fn time_cell(t: workflow_store::Timestamp) -> String {
     time_text_cell(&time_text(t))
 }
 
@@ -269,12 +299,21 @@ fn run_row(c: &mut String, prefix: &str, s: &RunSummary) {
         st = status_badge(r.status),
         created = time_cell(r.created_at),
         n = r.next_seq,
-        err = esc(&s.error.as_deref().map(short).unwrap_or_default()),
+        err = match (&s.error, r.status) {
+            (Some(e), RunStatus::Blocked) => format!(
+                "<a class=\"err\" href=\"{}\">{}</a> <span class=\"hint\">retry: <code>workflow unblock {}</code></span>",
+                esc(&format!("{prefix}/runs/{id}#run-error")),
+                esc(&short(e)),
+                esc(&id)
+            ),
+            (Some(e), _) => esc(&short(e)),
+            (None, _) => String::new(),
+        },
     );
 }
 
 /// The first line of a message, at most 120 characters.
-fn short(message: &str) -> String {
+pub(crate) fn short(message: &str) -> String {
     let line = message.lines().next().unwrap_or_default();
     if line.chars().count() > 120 {
         let cut: String = line.chars().take(119).collect();
@@ -292,9 +331,15 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
     let active = !r.status.is_terminal();
     let mut c = String::new();
     if active {
+        // Open operations grow with the clock: refresh even when no event came.
+        let grow = if d.waterfall.rows.iter().any(|row| row.end.is_none()) {
+            format!(" data-grow=\"{GROW_MS}\"")
+        } else {
+            String::new()
+        };
         let _ = write!(
             c,
-            "<main id=\"content\" data-run=\"{id_e}\" data-poll=\"{poll}\" data-fingerprint=\"{fp}\">",
+            "<main id=\"content\" data-run=\"{id_e}\" data-poll=\"{poll}\" data-fingerprint=\"{fp}\"{grow}>",
             id_e = esc(&id),
             poll = esc(&format!("{p}/api/runs/{id}/status")),
             fp = esc(&summary_fingerprint(&d.summary)),
@@ -326,6 +371,27 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
         n = r.next_seq,
         api = esc(&format!("{p}/api/runs/{id}")),
     );
+    // The same from a terminal.
+    let mut commands = vec![command(&format!("workflow events {id}"))];
+    if r.status == RunStatus::Blocked {
+        commands.push(command(&format!("workflow unblock {id}")));
+    }
+    if active {
+        commands.push(command(&format!("workflow cancel {id}")));
+        if !d.masked {
+            for h in &d.hooks {
+                commands.push(command(&format!(
+                    "workflow resume {} '<payload as JSON>'",
+                    shell_word(&h.token)
+                )));
+            }
+        }
+    }
+    let _ = write!(
+        c,
+        "<p class=\"commands\"><span class=\"hint\">In a terminal:</span> {}</p>",
+        commands.join(" ")
+    );
     if site.actions && active {
         c.push_str("<div class=\"actions\">");
         let _ = write!(
@@ -351,13 +417,22 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
         } else {
             "Error"
         };
+        let retry = if r.status == RunStatus::Blocked {
+            format!(
+                "<p>After deploying code that matches this run's history, retry it: {}</p>",
+                command(&format!("workflow unblock {id}"))
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             c,
-            "<section class=\"error-box\" id=\"run-error\"><h2>{}</h2><pre>{}</pre></section>",
+            "<section class=\"error-box\" id=\"run-error\"><h2>{}</h2><pre>{}</pre>{retry}</section>",
             esc(title),
             esc(message)
         );
     }
+    c.push_str(&waterfall_svg::svg(&d.waterfall));
 
     // Live hooks, pending timers, steps.
     c.push_str("<div class=\"panels\">");

@@ -31,12 +31,43 @@
 //! | path | shows |
 //! |---|---|
 //! | `{prefix}/` | runs, newest first: id, workflow, status, created, last event; filters by status and workflow; paging (`?before=`/`?after=` cursors, `limit`) |
-//! | `{prefix}/runs/{id}` | a run: the error of a failed run, or the nondeterminism error of a blocked one; live hooks (tokens and webhook paths when [`DashboardConfig::show_tokens`]); pending timers with their due time; steps with attempts and errors; the event timeline (seq, time, kind, correlation id, decoded payloads as pretty JSON) |
+//! | `{prefix}/runs/{id}` | a run: the error of a failed run, or the nondeterminism error of a blocked one with the `workflow unblock` command that retries it; a waterfall of its operations; live hooks (tokens and webhook paths when [`DashboardConfig::show_tokens`]); pending timers with their due time; steps with attempts and errors; the event timeline (seq, time, kind, correlation id, decoded payloads as pretty JSON) |
+//! | `{prefix}/overview` | the engine at a glance: runs started, completed, failed and blocked per minute over the last hour; runs by status; step attempt durations (p50, p95, max) per step name; the earliest pending timer; live hooks linked to their runs; blocked runs with their errors and `workflow unblock` commands |
+//!
+//! The run's **waterfall** is an SVG drawn on the server: one row per
+//! operation (step, sleep, hook, webhook, and each request a webhook
+//! received), ordered by start, each a bar from its creation to its
+//! completion on the run's time axis. A step's bar shows its attempts and
+//! the waits before retries; failed attempts are hatched and crossed, not
+//! only coloured; open operations grow to "now" while the run is live. Every
+//! row is focusable (Tab) and says its name, attempts, duration and error in
+//! its `<title>` (shown on hover) and `aria-label` (read by screen readers,
+//! and shown under the chart on focus). The engine records an attempt when
+//! it ends, so an attempt's start is inferred: a retry starts when it comes
+//! due, a first attempt with the run's previous write.
+//!
+//! The **overview** reads a bounded sample, whatever the store holds, and
+//! says so on the page: each status counted up to 1,000 (`1000+` beyond);
+//! up to the 2,000 newest runs created in the hour; the 1,000 newest runs of
+//! each ended status; the logs of the 100 newest runs for step durations;
+//! the hooks of the 200 newest runs that have not ended. All from
+//! [`Store::list_runs`](workflow_store::Store::list_runs) (indexed, newest
+//! first, with a limit), [`read_events`](workflow_store::Store::read_events),
+//! [`list_hooks`](workflow_store::Store::list_hooks) and
+//! [`next_due`](workflow_store::Store::next_due): on 100,000 runs it answers
+//! in about a millisecond on `MemoryStore` and well under 50 ms on
+//! `SledStore` (`cargo bench -p workflow-http --bench dashboard --features dashboard`).
+//!
+//! The pages show the `workflow` CLI commands for what they show
+//! (`workflow events RUN`, `workflow unblock RUN`, `workflow runs --status
+//! blocked`, `workflow hooks`, …) with a button that copies them.
 //!
 //! The pages are rendered on the server, with a small script (embedded in
 //! the crate, no build step, nothing fetched from elsewhere) that refreshes a
-//! run's page every 1.5 s while the run is active and the first page of runs
-//! while it is shown, by polling the JSON API, and that drives the action
+//! run's page every 1.5 s while the run is active (and every 3 s while it has
+//! open operations, so that their bars grow), the first page of runs while it
+//! is shown, and the overview every 5 s; that shows a waterfall row's details
+//! on hover and focus; that copies commands; and that drives the action
 //! buttons when actions are enabled. Everything from the store is escaped.
 //!
 //! # JSON API
@@ -44,8 +75,9 @@
 //! | method and path | answers |
 //! |---|---|
 //! | `GET {prefix}/api/runs?status=&workflow=&before=&after=&limit=` | `{"runs": [...], "newer", "older", "limit"}`: newest first; `newer`/`older` are the cursors of the neighbouring pages (`after=newer`, `before=older`), `null` at the ends; `limit` is 1 to 500, default 50 |
-//! | `GET {prefix}/api/runs/{id}?from_seq=` | `{"run", "error", "events", "steps", "hooks", "timers"}`; `events` from `from_seq` on |
+//! | `GET {prefix}/api/runs/{id}?from_seq=` | `{"run", "error", "events", "steps", "hooks", "timers", "operations"}`; `events` from `from_seq` on; `operations` are the waterfall's rows (times in ms since the epoch, `end_ms` null while open) |
 //! | `GET {prefix}/api/runs/{id}/status` | `{"run"}`: the run as listed, cheap to poll |
+//! | `GET {prefix}/api/overview` | the overview's figures: `minutes` (60, oldest first), `by_status` (`{"count", "more"}`), `steps`, `next_due`, `live_hooks`, `hooks`, `blocked`, and what was `sampled` |
 //! | `POST {prefix}/api/runs/{id}/cancel` | only with [`DashboardConfig::actions`], with `Authorization: Bearer <token>`: cancels the run |
 //! | `POST {prefix}/api/runs/{id}/resume` | likewise: makes a run that has not ended due now; a blocked run is replayed with the current code |
 //!
@@ -65,7 +97,11 @@ mod config;
 mod convert;
 mod html;
 mod model;
+mod overview;
+mod overview_page;
 pub mod views;
+mod waterfall;
+mod waterfall_svg;
 
 use std::sync::Arc;
 
@@ -145,6 +181,8 @@ where
     let mut r = Router::new()
         .route(&format!("{p}/"), get(runs_page))
         .route(&format!("{p}/runs/{{id}}"), get(run_page))
+        .route(&format!("{p}/overview"), get(overview_page))
+        .route(&format!("{p}/api/overview"), get(api_overview))
         .route(&format!("{p}/api/runs"), get(api_runs))
         .route(&format!("{p}/api/runs/{{id}}"), get(api_run))
         .route(&format!("{p}/api/runs/{{id}}/status"), get(api_run_status))
@@ -376,6 +414,24 @@ async fn run_page(State(d): State<Dashboard>, Path(id): Path<String>) -> Respons
     match load_detail(&d, &id).await {
         Ok(detail) => html_response(StatusCode::OK, html::run_page(&d.site(), &detail)),
         Err(f) => f.html(&d),
+    }
+}
+
+async fn overview_page(State(d): State<Dashboard>) -> Response {
+    let started = std::time::Instant::now();
+    match overview::overview(d.engine.store().as_ref(), d.config.show_tokens).await {
+        Ok(o) => html_response(
+            StatusCode::OK,
+            overview_page::overview_page(&d.site(), &o, started.elapsed()),
+        ),
+        Err(e) => Failure::from(e).html(&d),
+    }
+}
+
+async fn api_overview(State(d): State<Dashboard>) -> Response {
+    match overview::overview(d.engine.store().as_ref(), d.config.show_tokens).await {
+        Ok(o) => json_response(StatusCode::OK, &overview::overview_json(&o)),
+        Err(e) => Failure::from(e).json(),
     }
 }
 

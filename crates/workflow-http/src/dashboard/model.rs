@@ -14,6 +14,7 @@ use workflow_store::{
 
 use super::convert::{relative, time_text, Scrubber};
 use super::views::{event_data, HookView, RunView};
+use super::waterfall::{self, SegmentKind, Waterfall};
 
 /// Default page size of the runs list.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
@@ -222,6 +223,8 @@ pub(crate) struct RunDetail {
     pub steps: Vec<StepView>,
     pub hooks: Vec<HookView>,
     pub timers: Vec<TimerView>,
+    /// The operations on a time axis.
+    pub waterfall: Waterfall,
     /// The store's time when this was read.
     pub now: Timestamp,
     /// Whether tokens are masked.
@@ -251,6 +254,7 @@ pub(crate) async fn run_detail(
     }
     let scrub = Scrubber::new(tokens, show_tokens);
     let (events, steps, timers) = timeline(&log, &scrub, record.status);
+    let waterfall = waterfall::build(&log, &scrub, record.status, now);
     let last = log.last().map(|e| (e.seq, e.kind(), e.at));
     let error = record.error.as_ref().map(|e| scrub.text(&e.message));
     let hooks = hooks
@@ -268,6 +272,7 @@ pub(crate) async fn run_detail(
         steps,
         hooks,
         timers,
+        waterfall,
         now,
         masked: scrub.hides(),
     }))
@@ -521,6 +526,47 @@ pub(crate) fn detail_json(d: &RunDetail, from_seq: u64) -> Json {
             "due_at": t.due.as_millis(),
             "due_in": relative(t.due, d.now),
         })).collect::<Vec<_>>(),
+        "operations": operations_json(&d.waterfall),
         "fingerprint": summary_fingerprint(&d.summary),
     })
+}
+
+/// The waterfall's rows as JSON: times in milliseconds since the epoch,
+/// `end_ms` null while an operation is open.
+fn operations_json(w: &Waterfall) -> Json {
+    Json::Array(
+        w.rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "kind": r.kind.as_str(),
+                    "name": r.name,
+                    "outcome": r.outcome.as_str(),
+                    "start_ms": r.start.as_millis(),
+                    "end_ms": r.end.map(|t| t.as_millis()),
+                    "duration_ms": r.duration_ms(w.end),
+                    "attempts": r.attempts,
+                    "error": r.error,
+                    "note": r.note,
+                    "segments": r.segments.iter().map(|g| {
+                        let (kind, attempt) = match g.kind {
+                            SegmentKind::Queued => ("queued", None),
+                            SegmentKind::Attempt(n) => ("attempt", Some(n)),
+                            SegmentKind::RetryWait(n) => ("retry_wait", Some(n)),
+                            SegmentKind::Waiting => ("waiting", None),
+                        };
+                        json!({
+                            "kind": kind,
+                            "attempt": attempt,
+                            "start_ms": g.start.as_millis(),
+                            "end_ms": g.end.map(|t| t.as_millis()),
+                            "failed": g.failed,
+                            "error": g.error,
+                        })
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
 }

@@ -6,12 +6,19 @@
 // POLL_MS the script fetches that URL and, when its `fingerprint` differs,
 // fetches the page again and swaps `#content` (the server's HTML, already
 // escaped). A run page without `data-poll` (the run has ended) stops polling.
+// `data-grow` (milliseconds) asks for the page again that often even when
+// nothing changed: the open bars of a live run's waterfall grow with the
+// clock, and the engine overview's figures move.
+//
+// It also shows the details of the waterfall row under the pointer or the
+// keyboard focus in `#wf-detail`, and copies `workflow` commands.
 (function () {
   "use strict";
 
   var POLL_MS = 1500;
   var TOKEN_KEY = "workflow-dashboard-token";
   var timer = null;
+  var loadedAt = Date.now();
 
   function content() {
     return document.getElementById("content");
@@ -22,7 +29,7 @@
       clearTimeout(timer);
     }
     var c = content();
-    timer = c && c.dataset.poll ? setTimeout(poll, POLL_MS) : null;
+    timer = c && (c.dataset.poll || c.dataset.grow) ? setTimeout(poll, POLL_MS) : null;
   }
 
   function reload() {
@@ -38,8 +45,18 @@
         var fresh = doc.getElementById("content");
         var c = content();
         if (fresh && c) {
+          // Keep the keyboard focus on the element with the same id.
+          var focused = document.activeElement && document.activeElement.id;
           c.replaceWith(document.importNode(fresh, true));
           document.title = doc.title;
+          loadedAt = Date.now();
+          if (focused) {
+            var again = document.getElementById(focused);
+            if (again && again.focus) {
+              again.focus();
+              showDetail(again);
+            }
+          }
         }
       });
   }
@@ -47,10 +64,23 @@
   function poll() {
     timer = null;
     var c = content();
-    if (!c || !c.dataset.poll) {
+    if (!c || !(c.dataset.poll || c.dataset.grow)) {
       return;
     }
     if (document.hidden) {
+      schedule();
+      return;
+    }
+    var grow = Number(c.dataset.grow || 0);
+    if (grow > 0 && Date.now() - loadedAt >= grow) {
+      reload()
+        .catch(function () {
+          /* try again later */
+        })
+        .then(schedule);
+      return;
+    }
+    if (!c.dataset.poll) {
       schedule();
       return;
     }
@@ -141,8 +171,69 @@
       });
   }
 
+  function showDetail(row) {
+    var line = document.getElementById("wf-detail");
+    var label = row && row.getAttribute("aria-label");
+    if (line && label) {
+      line.textContent = label;
+    }
+  }
+
+  function rowOf(target) {
+    return target && target.closest ? target.closest(".wf-op") : null;
+  }
+
+  document.addEventListener("focusin", function (ev) {
+    var row = rowOf(ev.target);
+    if (row) {
+      showDetail(row);
+    }
+  });
+
+  document.addEventListener("mouseover", function (ev) {
+    var row = rowOf(ev.target);
+    if (row) {
+      showDetail(row);
+    }
+  });
+
+  function copy(button) {
+    var text = button.dataset.copy;
+    var done = function () {
+      button.textContent = "Copied";
+      setTimeout(function () {
+        button.textContent = "Copy";
+      }, 1500);
+    };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(text).then(done, function () {
+        select(button);
+      });
+    } else {
+      select(button);
+    }
+  }
+
+  // Without clipboard access, select the command so that it can be copied.
+  function select(button) {
+    var code = button.parentNode && button.parentNode.querySelector("code");
+    if (code && window.getSelection) {
+      var range = document.createRange();
+      range.selectNodeContents(code);
+      var sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+    }
+  }
+
   document.addEventListener("click", function (ev) {
     var target = ev.target;
+    var copyButton = target && target.closest ? target.closest("button[data-copy]") : null;
+    if (copyButton) {
+      ev.preventDefault();
+      copy(copyButton);
+      return;
+    }
     var button = target && target.closest ? target.closest("button[data-action]") : null;
     if (button) {
       ev.preventDefault();
