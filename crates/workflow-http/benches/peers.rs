@@ -27,6 +27,10 @@
 //!   hook), bytes on disk and resident memory per suspended run; then a new
 //!   engine on the reopened store resumes all N (16 callers of `resume_hook`)
 //!   and the time until every run has completed.
+//! - **f.** (a breakdown of b) one step's records (`step_created`,
+//!   `step_started`, `step_completed`) appended to the store directly, one
+//!   append after another: p50. A sequential step costs this append plus
+//!   the engine's own work.
 //! - **e.** `resume_webhook` through each adapter (p50 of sequential
 //!   requests on one keep-alive connection, the run consuming each request),
 //!   next to a bare handler of the same framework doing one floor write.
@@ -280,6 +284,7 @@ struct Figures {
     d_rss_per_run: f64,
     d_resume: Duration,
     e: Vec<(Adapter, Duration, Duration)>,
+    f: Duration,
 }
 
 /// a.
@@ -339,6 +344,42 @@ async fn concurrent(engine: &Engine, sizes: &Sizes) -> f64 {
         rates.push(steps / t.elapsed().as_secs_f64());
     }
     median(rates)
+}
+
+/// f: p50 of a step's records appended directly to the store.
+async fn raw_step_appends(store: &dyn Store, n: usize) -> Duration {
+    let run = RunId::new();
+    store
+        .create_run(workflow_store::NewRun {
+            id: run,
+            workflow: "raw".into(),
+            input: workflow_store::Payload::encode(&()).expect("encode"),
+        })
+        .await
+        .expect("create");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let step = workflow_store::CorrelationId::from_parts("step", i);
+        let events = vec![
+            workflow_store::EventData::StepCreated {
+                step: step.clone(),
+                name: "add".into(),
+                input_digest: None,
+            },
+            workflow_store::EventData::StepStarted {
+                step: step.clone(),
+                attempt: 1,
+            },
+            workflow_store::EventData::StepCompleted {
+                step,
+                result: workflow_store::Payload::encode(&i).expect("encode"),
+            },
+        ];
+        let t = Instant::now();
+        store.append(run, events, None).await.expect("append");
+        samples.push(t.elapsed());
+    }
+    percentile(&samples, 0.5)
 }
 
 /// d: returns (runs/s to suspension, disk bytes/run, RSS bytes/run, resume time).
@@ -492,6 +533,7 @@ async fn measure(backend: Backend, sizes: &Sizes) -> Figures {
     }
     if wanted('b') {
         f.b = sequential(&engine, sizes).await;
+        f.f = raw_step_appends(engine.store().as_ref(), sizes.b_steps as usize).await;
     }
     if wanted('c') {
         f.c = concurrent(&engine, sizes).await;
@@ -540,6 +582,12 @@ fn print(backend: Backend, f: &Figures) {
         "| b. one run of sequential steps | {:.0} steps/s | {:.2}x floor ops/s |",
         f.b,
         f.b / f.floor_ops
+    );
+    println!(
+        "| f. (b's breakdown) a step's records appended directly | p50 {} ms; the engine adds {} ms per step | {:.2}x floor p50 |",
+        ms(f.f),
+        ms(Duration::from_secs_f64((1.0 / f.b - f.f.as_secs_f64()).max(0.0))),
+        ratio_ms(f.f)
     );
     println!(
         "| c. 64 concurrent runs of 50 steps | {:.0} steps/s | {:.2}x floor ops/s; {:.2}x b |",

@@ -38,6 +38,8 @@ mod kv;
 mod redb_store;
 #[cfg(feature = "sled")]
 mod sled_store;
+#[cfg(feature = "redb")]
+mod wal;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

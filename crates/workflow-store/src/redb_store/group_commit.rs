@@ -5,12 +5,12 @@
 //! writer thread and waits, without holding a thread, for the answer. The
 //! thread takes every job that is pending, runs them in order in one write
 //! transaction (each sees the writes before it; one whose rules fail writes
-//! nothing and gets its own error), commits once with
-//! [`redb::Durability::Immediate`] (so the batch is on disk when the commit
-//! returns; a batch of lease renewals only is committed with
-//! `Durability::None`), publishes the batch's change notifications, answers each job,
-//! and starts over. While it commits, new writes queue up for the next round:
-//! a lone writer pays one commit (and `fsync`) per write, concurrent writers
+//! nothing and gets its own error), appends the batch's writes to the
+//! write-ahead log and syncs it (not for a batch of lease renewals only),
+//! commits the transaction without a sync of its own, publishes the batch's
+//! change notifications, answers each job, and starts over; now and then it
+//! makes a checkpoint (see `wal.rs`). While it commits, new writes queue up for the next round:
+//! a lone writer pays one commit (and `fdatasync`) per write, concurrent writers
 //! share one.
 //!
 //! A failure of redb (I/O, a damaged page) or a panic during a batch fails
@@ -31,6 +31,11 @@ use super::transaction::{self, Job};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::record::Change;
+use crate::wal::{Wal, CHECKPOINT_BYTES};
+
+/// Batches after which the writer makes a checkpoint even if the log is
+/// still small (bounds the database pages redb holds for unsynced commits).
+const CHECKPOINT_BATCHES: u64 = 4096;
 
 /// Jobs sent together: they end up in the same batch.
 type Jobs = Vec<Box<dyn Job>>;
@@ -42,7 +47,7 @@ pub(crate) struct CommitStats {
     batches: AtomicU64,
     /// Jobs in them.
     jobs: AtomicU64,
-    /// Batches committed without `fsync` (lease renewals only).
+    /// Batches logged without `fdatasync` (lease renewals only).
     unflushed: AtomicU64,
 }
 
@@ -82,6 +87,9 @@ pub(crate) struct Writer {
 /// What the writer thread works with.
 struct Committer {
     db: Arc<redb::Database>,
+    wal: Wal,
+    /// Batches logged since the last checkpoint.
+    since_checkpoint: u64,
     file: PathBuf,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
@@ -94,6 +102,7 @@ impl Writer {
     /// Starts the writer thread for `db` (the database in `file`).
     pub(crate) fn start(
         db: Arc<redb::Database>,
+        wal: Wal,
         file: &Path,
         clock: Arc<dyn Clock>,
         changes: broadcast::Sender<Change>,
@@ -102,8 +111,10 @@ impl Writer {
         let stats = Arc::new(CommitStats::default());
         #[cfg(test)]
         let panic_next = Arc::default();
-        let committer = Committer {
+        let mut committer = Committer {
             db,
+            wal,
+            since_checkpoint: 0,
             file: file.to_path_buf(),
             clock,
             changes: changes.clone(),
@@ -168,17 +179,42 @@ impl Drop for Writer {
 }
 
 impl Committer {
-    fn run(&self, rx: &mpsc::Receiver<Jobs>) {
+    fn run(&mut self, rx: &mpsc::Receiver<Jobs>) {
         while let Ok(mut batch) = rx.recv() {
             while let Ok(more) = rx.try_recv() {
                 batch.extend(more);
             }
             self.commit(batch);
+            self.since_checkpoint += 1;
+            if self.wal.len() >= CHECKPOINT_BYTES || self.since_checkpoint >= CHECKPOINT_BATCHES {
+                self.checkpoint();
+            }
+        }
+        // Closing: the database holds everything, the log is empty.
+        self.checkpoint();
+    }
+
+    /// Makes the database durable and empties the log. A failure is logged:
+    /// the log keeps its records, and the next open replays them.
+    fn checkpoint(&mut self) {
+        self.since_checkpoint = 0;
+        if self.wal.len() == 0 {
+            return;
+        }
+        let done = damage::guarded(|| transaction::checkpoint(&self.db, &self.file, &mut self.wal));
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(file = %self.file.display(), error = %e, "a checkpoint failed; the write-ahead log keeps its records")
+            }
+            Err(panic) => {
+                tracing::error!(file = %self.file.display(), %panic, "redb panicked in a checkpoint; the write-ahead log keeps its records")
+            }
         }
     }
 
     /// Commits one batch and answers its jobs.
-    fn commit(&self, mut batch: Jobs) {
+    fn commit(&mut self, mut batch: Jobs) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .jobs
@@ -192,7 +228,7 @@ impl Committer {
             if self.panic_next.swap(false, Ordering::SeqCst) {
                 panic!("injected panic in a commit");
             }
-            transaction::commit_batch(&self.db, &self.file, now, &mut batch)
+            transaction::commit_batch(&self.db, &self.file, &mut self.wal, now, &mut batch)
         });
         let failure = match committed {
             Ok(Ok(notify)) => {

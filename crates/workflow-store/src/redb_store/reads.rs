@@ -1,8 +1,7 @@
 //! Reads of [`super::RedbStore`]: each one in its own redb read transaction,
-//! a consistent snapshot of the last commit. redb makes a commit visible to
-//! readers only once it is durable (the store commits with
-//! [`redb::Durability::Immediate`]), so reads return acknowledged writes only
-//! (but for lease renewals, committed without `fsync`: see "Leases" in the
+//! a consistent snapshot of the last commit. The store commits a batch only
+//! once its write-ahead log record is synced, so reads return acknowledged
+//! writes only (but for lease renewals, not synced: see "Leases" in the
 //! module docs of [`super`]),
 //! and a read that combines tables (a run via the status index, a hook via its
 //! token) sees them as of one commit.

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use redb::{Durability, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::damage::redb_error;
@@ -17,6 +17,7 @@ use crate::event::{Event, Timestamp};
 use crate::id::{CorrelationId, HookToken, RunId};
 use crate::kv::{encode_changes, Table, Write};
 use crate::record::{Change, HookRecord, OpState, QueueEntry, RunRecord, TokenOwner};
+use crate::wal::{Wal, WAL_LSN_KEY};
 
 /// One table of a write transaction.
 type TxTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
@@ -289,31 +290,32 @@ impl<T> Completion<T> {
 }
 
 /// Commits a batch: runs each job's rules at time `now`, in order, in one
-/// write transaction (each job sees the writes of the jobs before it), and
-/// commits it with [`Durability::Immediate`]. Returns the notifications of
-/// the jobs that wrote; each job keeps its own outcome for
-/// [`Job::answer`].
+/// write transaction (each job sees the writes of the jobs before it),
+/// appends the batch's writes to the write-ahead log (synced unless every job
+/// is a lease renewal), and only then commits the transaction, without a
+/// sync of its own ([`Durability::None`]; see `wal.rs`): readers see the
+/// batch once it is durable. Returns the notifications of the jobs that
+/// wrote; each job keeps its own outcome for [`Job::answer`].
 ///
 /// A job whose rules fail writes nothing and keeps its own error. An error of
-/// redb itself (opening, writing or committing) is returned: the transaction
-/// is then dropped uncommitted, and every job of the batch must fail.
+/// redb itself (opening, writing or committing) or of the log is returned:
+/// the transaction is then dropped uncommitted (its log record taken back),
+/// and every job of the batch must fail.
 pub(crate) fn commit_batch(
     db: &redb::Database,
     file: &Path,
+    wal: &mut Wal,
     now: Timestamp,
     jobs: &mut [Box<dyn Job>],
 ) -> Result<Vec<Change>, StoreError> {
     let mut txn = db
         .begin_write()
         .map_err(|e| redb_error(file, "starting a write transaction", None, e))?;
-    let durability = if jobs.iter().any(|j| j.durable()) {
-        Durability::Immediate
-    } else {
-        Durability::None
-    };
-    txn.set_durability(durability)
+    txn.set_durability(Durability::None)
         .map_err(|e| redb_error(file, "setting the commit's durability", None, e))?;
+    let durable = jobs.iter().any(|j| j.durable());
     let mut notify = Vec::new();
+    let mut logged = Vec::new();
     {
         let mut tables = TxTables::open(&txn, file)?;
         for job in jobs.iter_mut() {
@@ -325,15 +327,105 @@ pub(crate) fn commit_batch(
                 continue;
             };
             match encode_changes(&changes) {
-                Ok(writes) => {
+                Ok(mut writes) => {
                     tables.apply(&writes, file)?;
+                    logged.append(&mut writes);
                     notify.append(&mut changes.notify);
                 }
                 Err(e) => job.reject(e),
             }
         }
     }
-    txn.commit()
-        .map_err(|e| redb_error(file, "committing writes", None, e))?;
+    if logged.is_empty() {
+        // Nothing written (every job failed its rules): nothing to log.
+        return Ok(notify);
+    }
+    let record_start = wal.len();
+    let lsn = wal.next_lsn();
+    {
+        let mut meta = txn
+            .open_table(layout::META)
+            .map_err(|e| redb_error(file, "opening table \"meta\"", None, e))?;
+        meta.insert(WAL_LSN_KEY, lsn.to_be_bytes().as_slice())
+            .map_err(|e| redb_error(file, "recording the batch's log position", None, e))?;
+    }
+    wal.append(&logged, durable)?;
+    if let Err(e) = txn.commit() {
+        // Not in the database: not in the log either.
+        wal.take_back(record_start)?;
+        return Err(redb_error(file, "committing writes", None, e));
+    }
     Ok(notify)
+}
+
+/// Writes the records of the write-ahead log a crash left unapplied into the
+/// database, and commits them durably with the log position of the last.
+pub(crate) fn replay(
+    db: &redb::Database,
+    file: &Path,
+    records: &[crate::wal::Record],
+) -> Result<(), StoreError> {
+    let Some((last, _)) = records.last() else {
+        return Ok(());
+    };
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| redb_error(file, "starting the replay of the write-ahead log", None, e))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| redb_error(file, "setting the commit's durability", None, e))?;
+    {
+        let mut tables = TxTables::open(&txn, file)?;
+        for (_, writes) in records {
+            tables.apply(writes, file)?;
+        }
+    }
+    {
+        let mut meta = txn
+            .open_table(layout::META)
+            .map_err(|e| redb_error(file, "opening table \"meta\"", None, e))?;
+        meta.insert(WAL_LSN_KEY, last.to_be_bytes().as_slice())
+            .map_err(|e| redb_error(file, "recording the replayed log position", None, e))?;
+    }
+    txn.commit()
+        .map_err(|e| redb_error(file, "committing the replayed write-ahead log", None, e))
+}
+
+/// Makes every commit so far durable (one synced commit), after which the
+/// write-ahead log is emptied: a checkpoint.
+pub(crate) fn checkpoint(
+    db: &redb::Database,
+    file: &Path,
+    wal: &mut Wal,
+) -> Result<(), StoreError> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| redb_error(file, "starting a checkpoint", None, e))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| redb_error(file, "setting the checkpoint's durability", None, e))?;
+    txn.commit()
+        .map_err(|e| redb_error(file, "committing a checkpoint", None, e))?;
+    wal.reset()
+}
+
+/// The log position of the last batch the database holds (0 for none).
+pub(crate) fn applied_lsn(db: &redb::Database, file: &Path) -> Result<u64, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| redb_error(file, "starting a read transaction", None, e))?;
+    let meta = txn
+        .open_table(layout::META)
+        .map_err(|e| redb_error(file, "opening table \"meta\"", None, e))?;
+    let found = meta
+        .get(WAL_LSN_KEY)
+        .map_err(|e| redb_error(file, "reading the log position", None, e))?;
+    match found {
+        None => Ok(0),
+        Some(v) => {
+            let bytes: [u8; 8] = v.value().try_into().map_err(|_| StoreError::Damaged {
+                location: format!("the redb database {}", file.display()),
+                detail: "the recorded write-ahead log position is not 8 bytes".into(),
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+    }
 }
