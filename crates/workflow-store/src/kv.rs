@@ -42,7 +42,6 @@ pub(crate) enum Table {
 
 impl Table {
     /// Every table that [`encode_changes`] writes to.
-    #[cfg(feature = "redb")]
     pub(crate) const ALL: [Table; 9] = [
         Table::Runs,
         Table::Events,

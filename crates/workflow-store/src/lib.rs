@@ -38,7 +38,7 @@ mod kv;
 mod redb_store;
 #[cfg(feature = "sled")]
 mod sled_store;
-#[cfg(feature = "redb")]
+#[cfg(any(feature = "sled", feature = "redb"))]
 mod wal;
 
 #[cfg(feature = "conformance")]

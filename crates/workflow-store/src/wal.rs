@@ -35,7 +35,8 @@ use crate::kv::{Table, Write};
 pub(crate) const WAL_FILE: &str = "wal";
 
 /// Key in the `meta` table of the LSN of the last batch written to the
-/// database.
+/// database (redb; sled replays every record since the last checkpoint).
+#[cfg_attr(not(feature = "redb"), allow(dead_code))]
 pub(crate) const WAL_LSN_KEY: &[u8] = b"wal_lsn";
 
 /// Size of the log above which the writer makes a checkpoint.
@@ -144,6 +145,7 @@ impl Wal {
     }
 
     /// The LSN the next appended record gets.
+    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
     pub(crate) fn next_lsn(&self) -> u64 {
         self.next_lsn
     }
@@ -200,6 +202,7 @@ impl Wal {
 
     /// Takes back the last record (its batch could not be committed to the
     /// database): the log ends where it did before it.
+    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
     pub(crate) fn take_back(&mut self, record_start: u64) -> Result<(), StoreError> {
         let cut = self
             .file
@@ -217,6 +220,13 @@ impl Wal {
                 Err(io_error(&self.path, "cutting back", e))
             }
         }
+    }
+
+    /// Refuses every later write (until the store is reopened): the
+    /// database went ahead of the log.
+    #[cfg_attr(not(feature = "sled"), allow(dead_code))]
+    pub(crate) fn refuse(&mut self, why: String) {
+        self.broken.get_or_insert(why);
     }
 
     /// Bytes of records in the log.

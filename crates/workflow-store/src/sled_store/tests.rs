@@ -955,7 +955,8 @@ fn a_layout_1_store_gets_its_workflow_index_when_opened() {
 }
 
 #[test]
-fn a_large_payload_is_in_a_synced_blob_file_when_acknowledged() {
+fn a_large_payload_is_in_the_synced_log_when_acknowledged_and_in_a_synced_blob_after_a_checkpoint()
+{
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let run = RunId::new();
@@ -989,16 +990,35 @@ fn a_large_payload_is_in_a_synced_blob_file_when_acknowledged() {
             )
             .await
             .unwrap();
-        // Acknowledged: sled put it in a blob file, and the store synced it.
+        // Acknowledged: the payload is in the write-ahead log, synced.
+        let logged = std::fs::metadata(dir.path().join(crate::wal::WAL_FILE))
+            .unwrap()
+            .len();
+        assert!(logged > 1024 * 1024, "the log holds {logged} bytes");
+        assert_eq!(
+            store.inner.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "one synced record per acknowledged write"
+        );
+        // A checkpoint syncs sled's blob file before it empties the log.
+        {
+            let mut wal = store.inner.wal.lock().unwrap();
+            store.inner.checkpoint(&mut wal).unwrap();
+            assert_eq!(wal.len(), 0);
+        }
         let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
         assert!(blobs >= 1, "sled wrote no blob file for 1 MiB");
         assert!(
             store.inner.blobs_synced() >= 1,
-            "the blob file was not synced before the write was acknowledged"
+            "the blob file was not synced before the log was emptied"
         );
-        // Nothing new: the next small write syncs no blob.
+        // Nothing new: the next checkpoint syncs no blob.
         let before = store.inner.blobs_synced();
         store.wake(run).await.unwrap();
+        {
+            let mut wal = store.inner.wal.lock().unwrap();
+            store.inner.checkpoint(&mut wal).unwrap();
+        }
         assert_eq!(store.inner.blobs_synced(), before);
     });
     rt.block_on(async {
@@ -1025,7 +1045,7 @@ fn without_fsync_no_blob_is_synced() {
 }
 
 #[test]
-fn renewals_are_not_flushed_and_become_durable_with_the_next_flush() {
+fn renewals_are_not_synced_and_become_durable_with_the_next_sync() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
@@ -1038,7 +1058,7 @@ fn renewals_are_not_flushed_and_become_durable_with_the_next_flush() {
             .await
             .unwrap()
             .remove(0);
-        let flushes = store.inner.flushes.load(Ordering::Relaxed);
+        let syncs = store.inner.syncs.load(Ordering::Relaxed);
         let mut renewed = lease.clone();
         for _ in 0..5 {
             clock.advance(Duration::from_secs(1));
@@ -1048,20 +1068,20 @@ fn renewals_are_not_flushed_and_become_durable_with_the_next_flush() {
                 .unwrap();
         }
         assert_eq!(
-            store.inner.flushes.load(Ordering::Relaxed),
-            flushes,
-            "a renewal flushed"
+            store.inner.syncs.load(Ordering::Relaxed),
+            syncs,
+            "a renewal was synced"
         );
         assert_eq!(
             queue_entry(&store, run).unwrap().lease.unwrap().expires_at,
             renewed.expires_at
         );
-        // Any flushed write after it carries it to disk.
+        // Any synced write after it carries it to disk.
         store
             .append(run, vec![EventData::RunStarted], Some(lease.id))
             .await
             .unwrap();
-        assert_eq!(store.inner.flushes.load(Ordering::Relaxed), flushes + 1);
+        assert_eq!(store.inner.syncs.load(Ordering::Relaxed), syncs + 1);
         renewed
     });
     rt.block_on(async {

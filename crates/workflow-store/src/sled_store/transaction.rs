@@ -176,8 +176,9 @@ impl<T: 'static> Completion<T> {
 
 /// Commits a batch of jobs: runs each job's rules at time `now`, in order, in
 /// one sled transaction over all write trees (each job sees the writes of the
-/// jobs before it), then makes it durable with `flush` (unless every job of
-/// the batch is [`Job::unflushed`]), then completes every job.
+/// jobs before it), then makes it durable with `log` (given the batch's
+/// writes, and whether any job needs them durable now: all but
+/// [`Job::unflushed`] ones do), then completes every job.
 ///
 /// A job whose rules fail writes nothing and gets its own error; the others
 /// are unaffected. A failure of sled itself (in the transaction or the flush)
@@ -190,7 +191,7 @@ pub(crate) fn commit_batch(
     trees: &Trees,
     gate: &Gate,
     dir: &Path,
-    flush: impl FnOnce() -> Result<(), StoreError>,
+    log: impl FnOnce(&[Write], bool) -> Result<(), StoreError>,
     now: Timestamp,
     jobs: &[Arc<Job>],
 ) {
@@ -202,10 +203,10 @@ pub(crate) fn commit_batch(
     };
     #[cfg(test)]
     gate.pause.point();
-    let must_flush = jobs.iter().any(|j| j.flush);
-    let flushed = transacted.and_then(|outcomes| {
-        if must_flush {
-            flush()?;
+    let durable = jobs.iter().any(|j| j.flush);
+    let flushed = transacted.and_then(|(outcomes, writes)| {
+        if !writes.is_empty() {
+            log(&writes, durable)?;
         }
         Ok(outcomes)
     });
@@ -252,14 +253,15 @@ fn copy_of(e: &StoreError) -> StoreError {
     }
 }
 
-/// The transaction of [`commit_batch`]; returns each job's outcome.
+/// The transaction of [`commit_batch`]; returns each job's outcome, and the
+/// batch's writes.
 fn transact(
     trees: &Trees,
     gate: &Gate,
     dir: &Path,
     now: Timestamp,
     jobs: &[Arc<Job>],
-) -> Result<Vec<Outcome>, StoreError> {
+) -> Result<(Vec<Outcome>, Vec<Write>), StoreError> {
     let all = (
         &trees.runs,
         &trees.events,
@@ -289,6 +291,7 @@ fn transact(
                 failure: None,
             };
             let mut outcomes = Vec::with_capacity(jobs.len());
+            let mut logged = Vec::new();
             let mut footprint = Footprint::default();
             for job in jobs {
                 let mut staged = Staged::new(&mut view, now);
@@ -302,8 +305,9 @@ fn transact(
                 }
                 let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
                 outcomes.push(match staged {
-                    Ok((value, writes)) => {
+                    Ok((value, mut writes)) => {
                         apply_writes(&tx, &writes)?;
+                        logged.append(&mut writes);
                         footprint.add(&changes);
                         Ok((value, std::mem::take(&mut changes.notify)))
                     }
@@ -313,7 +317,7 @@ fn transact(
             // Before sled applies the writes (when this closure returns), so
             // that a reader who sees them also sees them marked as in flight.
             gate.publish(footprint);
-            Ok(outcomes)
+            Ok((outcomes, logged))
         },
     );
     outcome.map_err(|e| match e {
