@@ -175,6 +175,14 @@ impl ReadView for View {
             None => Err(self.miss(Key::Queue(run))),
         }
     }
+    /// The PostgreSQL store keeps no streams yet (its `write_stream` refuses
+    /// every write), so no run has any.
+    fn streams(
+        &mut self,
+        _run: RunId,
+    ) -> Result<Option<workflow_store::backend::RunStreams>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// How to take in the rows of one statement of a [`Batch`].
