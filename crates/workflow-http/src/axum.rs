@@ -141,10 +141,34 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let with_token = format!("{WEBHOOK_PATH_PREFIX}{{token}}");
+    let stream_path = format!("{}{{run}}/{{name}}", crate::stream::STREAM_PATH_PREFIX);
     Router::new()
         .route(&with_token, any(resume_webhook))
         .route(WEBHOOK_PATH_PREFIX, any(empty_token))
+        .route(&stream_path, axum::routing::get(read_stream))
         .with_state(WebhookState::with_config(engine, config))
+}
+
+/// The stream handler: `GET /.well-known/workflow/v1/stream/{run}/{name}`
+/// answered by [`crate::stream::stream_response`] (server-sent events, or
+/// NDJSON on request). Mounted by [`router`]; mount it yourself on a route
+/// with the parameters `run` and `name`.
+pub async fn read_stream(
+    State(state): State<WebhookState>,
+    Path((run, name)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let query = request.uri().query().map(str::to_owned);
+    crate::stream::stream_response(
+        &state.engine,
+        &run,
+        &name,
+        query.as_deref(),
+        request.headers(),
+    )
+    .await
+    .map(axum::body::Body::new)
+    .into_response()
 }
 
 /// The handler: resumes the webhook whose token is the route's one path
