@@ -88,7 +88,7 @@ async fn sse_client_resumes_with_last_event_id_over_axum() {
     let all: Vec<(u64, String)> = (0..CHUNKS).map(|i| (i, (i * 10).to_string())).collect();
 
     for k in 0..CHUNKS - 1 {
-        let (status, first) = events(&url, &[auth.clone()], (k + 1) as usize).await;
+        let (status, first) = events(&url, std::slice::from_ref(&auth), (k + 1) as usize).await;
         assert_eq!(status, 200);
         assert_eq!(first, all[..=k as usize]);
         let resume = [auth.clone(), ("last-event-id", k.to_string())];
@@ -108,7 +108,12 @@ async fn sse_client_resumes_with_last_event_id_over_axum() {
     .await;
     assert_eq!(status, 404);
     let other = format!("http://{addr}/.well-known/workflow/v1/stream/{run}/other");
-    assert_eq!(events(&other, &[auth.clone()], usize::MAX).await.0, 404);
+    assert_eq!(
+        events(&other, std::slice::from_ref(&auth), usize::MAX)
+            .await
+            .0,
+        404
+    );
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let req = http::Request::get(&url)
