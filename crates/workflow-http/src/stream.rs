@@ -17,32 +17,140 @@
 //! | bad `from` or `Last-Event-ID` | `400` |
 //! | the store failed | `503` |
 //!
+//! | [`StreamConfig::max_readers`] responses already streaming | `503` with `Retry-After: 1` |
+//! | the store failed | `503` |
+//!
 //! The response replays the stored chunks and then follows the stream
 //! live until it is closed (a run's streams close when it ends). While
-//! nothing comes, a comment line keeps the connection alive every
-//! [`KEEP_ALIVE`]. Chunks are shown as JSON; a chunk that has no JSON form
-//! (raw bytes) ends the response with an `error` event.
+//! nothing comes, a keep-alive (an SSE comment, an empty NDJSON line) is
+//! sent every [`StreamConfig::keep_alive`].
+//!
+//! # Chunks as JSON, raw bytes as base64
+//!
+//! A chunk is stored as CBOR and sent as JSON. A chunk that is raw bytes
+//! (written with [`workflow_core::stream::RawChunk`]) is sent base64-encoded
+//! (standard alphabet, padded): as an SSE event of type `bytes`
+//! (`event: bytes`, `data: aGVsbG8=`), or as the NDJSON line
+//! `{"index": 3, "bytes": "aGVsbG8="}`. Byte strings inside a structured
+//! chunk become base64 strings; map keys that are not text become their JSON
+//! text; CBOR tags are dropped for their value; non-finite floats become `null`.
+//!
+//! # Limits
+//!
+//! | limit | default | past it |
+//! |---|---|---|
+//! | [`StreamConfig::max_readers`] | [`DEFAULT_MAX_READERS`] (256) responses streaming at once per config (its clones share the count) | `503`, `Retry-After: 1` |
+//! | [`StreamConfig::keep_alive`] | [`DEFAULT_KEEP_ALIVE`] (15 s) | a keep-alive is sent, so proxies and clients see the connection live |
+//! | run id and stream name in the path | a ULID; 1 to 128 bytes of `A-Z a-z 0-9 - . _ ~` | `404` |
+//!
+//! The body is pulled: chunks are read from the store a page at a time
+//! ([`workflow_store::STREAM_PAGE`]) only as the connection takes them, so a
+//! client that reads slowly or not at all holds at most one page and the
+//! connection's write buffers, never the whole stream. Served by
+//! [`crate::server::serve`], a client that stops reading is disconnected
+//! after [`ServerLimits::write_timeout`](crate::server::ServerLimits::write_timeout)
+//! (30 s), which frees its reader slot; the head limits and timeouts of the
+//! webhook route apply too. Behind another server, set a write or idle
+//! timeout there: a reader that never reads otherwise keeps its slot.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderMap, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use workflow_core::Engine;
 use workflow_store::{HookToken, RunId, StreamName};
 
 /// Path prefix of the stream route: `{prefix}{run}/{name}`.
 pub const STREAM_PATH_PREFIX: &str = "/.well-known/workflow/v1/stream/";
 
-/// How often a quiet stream sends a keep-alive comment.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The default [`StreamConfig::keep_alive`]: 15 seconds.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The default [`StreamConfig::max_readers`]: 256 responses at once.
+pub const DEFAULT_MAX_READERS: usize = 256;
 
 /// The body of a stream response: chunks as they come.
 pub type StreamResponseBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The limits of the stream route (see the [module docs](self)). Clones
+/// share one count of readers, so give every route of a server the same
+/// config (or clones of it).
+///
+/// ```
+/// use std::time::Duration;
+/// use workflow_http::stream::{StreamConfig, DEFAULT_MAX_READERS};
+///
+/// let config = StreamConfig::new();
+/// assert_eq!(config.max_readers(), DEFAULT_MAX_READERS);
+/// let strict = StreamConfig::new()
+///     .with_max_readers(16)
+///     .with_keep_alive(Duration::from_secs(5));
+/// assert_eq!(strict.max_readers(), 16);
+/// assert_eq!(strict.readers(), 0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    keep_alive: Duration,
+    max_readers: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig::new()
+    }
+}
+
+impl StreamConfig {
+    /// The defaults: keep-alives every [`DEFAULT_KEEP_ALIVE`], at most
+    /// [`DEFAULT_MAX_READERS`] readers.
+    pub fn new() -> Self {
+        StreamConfig {
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            max_readers: DEFAULT_MAX_READERS,
+            slots: Arc::new(Semaphore::new(DEFAULT_MAX_READERS)),
+        }
+    }
+
+    /// Sends a keep-alive after `interval` without a chunk (at least 1 ms).
+    pub fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Streams at most `readers` responses at once (at least 1; capped at
+    /// tokio's semaphore maximum); a new count, not shared with earlier clones.
+    pub fn with_max_readers(mut self, readers: usize) -> Self {
+        let readers = readers.clamp(1, Semaphore::MAX_PERMITS);
+        self.max_readers = readers;
+        self.slots = Arc::new(Semaphore::new(readers));
+        self
+    }
+
+    /// The keep-alive interval.
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    /// The most responses streaming at once.
+    pub fn max_readers(&self) -> usize {
+        self.max_readers
+    }
+
+    /// How many responses are streaming now.
+    pub fn readers(&self) -> usize {
+        self.max_readers
+            .saturating_sub(self.slots.available_permits())
+    }
+}
 
 /// How the chunks are framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,15 +203,45 @@ fn read_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
         .map(|t| t.into_owned())
 }
 
+/// The run and stream name of a stream route path
+/// (`/.well-known/workflow/v1/stream/{run}/{name}`), raw; `None` for any
+/// other path.
+///
+/// ```
+/// use workflow_http::stream::stream_path;
+/// assert_eq!(
+///     stream_path("/.well-known/workflow/v1/stream/01J0/progress"),
+///     Some(("01J0", "progress"))
+/// );
+/// assert_eq!(stream_path("/.well-known/workflow/v1/stream/01J0"), None);
+/// assert_eq!(stream_path("/other"), None);
+/// ```
+pub fn stream_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix(STREAM_PATH_PREFIX)?;
+    let (run, name) = rest.split_once('/')?;
+    (!run.is_empty() && !name.is_empty() && !name.contains('/')).then_some((run, name))
+}
+
 /// Answers a request for stream `name` of `run` (the path's two segments,
-/// percent-decoded), with the request's query and headers (see the module
-/// docs for the cases).
+/// percent-decoded), with the request's query and headers, within `config`'s
+/// limits (see the module docs for the cases).
+///
+/// ```no_run
+/// # async fn demo(engine: workflow_core::Engine) {
+/// use workflow_http::stream::{stream_response, StreamConfig};
+/// let config = StreamConfig::new();
+/// let headers = http::HeaderMap::new();
+/// let response = stream_response(&engine, "01J0", "progress", Some("from=3"), &headers, &config).await;
+/// # let _ = response;
+/// # }
+/// ```
 pub async fn stream_response(
     engine: &Engine,
     run: &str,
     name: &str,
     query: Option<&str>,
     headers: &HeaderMap,
+    config: &StreamConfig,
 ) -> Response<StreamResponseBody> {
     let Some(token) = read_token(query, headers) else {
         let mut r = plain(StatusCode::UNAUTHORIZED, "a stream read token is required");
@@ -139,12 +277,21 @@ pub async fn stream_response(
             return plain(StatusCode::SERVICE_UNAVAILABLE, "the store failed");
         }
     }
+    let Ok(permit) = config.slots.clone().try_acquire_owned() else {
+        let mut r = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many stream readers; retry shortly",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    };
     let format = match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
         Some(accept) if accept.contains("application/x-ndjson") => Format::Ndjson,
         _ => Format::Sse,
     };
-    let chunks = engine.read_stream::<serde_json::Value>(run, stream.as_str(), from);
-    let body = frames(chunks, format);
+    let chunks = engine.read_stream::<ciborium::Value>(run, stream.as_str(), from);
+    let body = frames(chunks, format, config.keep_alive, permit);
     let mut r = Response::new(StreamBody::new(body).boxed_unsync());
     let content_type = match format {
         Format::Sse => "text/event-stream",
@@ -162,32 +309,99 @@ pub async fn stream_response(
     r
 }
 
-/// The chunks as body frames, with keep-alives while the stream is quiet.
+/// A chunk as sent: JSON, or raw bytes (base64).
+enum Shown {
+    Json(serde_json::Value),
+    Bytes(String),
+}
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A chunk's CBOR value as it is sent (see the module docs).
+fn show(value: ciborium::Value) -> Shown {
+    match value {
+        ciborium::Value::Bytes(b) => Shown::Bytes(base64(&b)),
+        ciborium::Value::Tag(_, inner) => show(*inner),
+        other => Shown::Json(to_json(other)),
+    }
+}
+
+/// A CBOR value as JSON: byte strings as base64 text, other map keys as
+/// their JSON text, tags dropped, non-finite floats as `null`.
+fn to_json(value: ciborium::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        ciborium::Value::Integer(i) => {
+            let i = i128::from(i);
+            if let Ok(u) = u64::try_from(i) {
+                J::from(u)
+            } else if let Ok(s) = i64::try_from(i) {
+                J::from(s)
+            } else {
+                J::String(i.to_string())
+            }
+        }
+        ciborium::Value::Bytes(b) => J::String(base64(&b)),
+        ciborium::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        ciborium::Value::Text(t) => J::String(t),
+        ciborium::Value::Bool(b) => J::Bool(b),
+        ciborium::Value::Null => J::Null,
+        ciborium::Value::Tag(_, inner) => to_json(*inner),
+        ciborium::Value::Array(items) => J::Array(items.into_iter().map(to_json).collect()),
+        ciborium::Value::Map(entries) => J::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        ciborium::Value::Text(t) => t,
+                        other => to_json(other).to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        // `ciborium::Value` is non-exhaustive.
+        _ => J::Null,
+    }
+}
+
+/// One chunk, framed.
+fn frame_chunk(index: u64, value: ciborium::Value, format: Format) -> String {
+    match (show(value), format) {
+        (Shown::Json(v), Format::Sse) => format!("id: {index}\ndata: {v}\n\n"),
+        (Shown::Bytes(b), Format::Sse) => format!("id: {index}\nevent: bytes\ndata: {b}\n\n"),
+        (Shown::Json(v), Format::Ndjson) => {
+            format!("{}\n", serde_json::json!({ "index": index, "chunk": v }))
+        }
+        (Shown::Bytes(b), Format::Ndjson) => {
+            format!("{}\n", serde_json::json!({ "index": index, "bytes": b }))
+        }
+    }
+}
+
+/// The chunks as body frames, with keep-alives while the stream is quiet;
+/// holds the reader's slot until the body is dropped.
 fn frames(
-    chunks: impl futures_util::Stream<Item = workflow_core::stream::StreamItem<serde_json::Value>>
+    chunks: impl futures_util::Stream<Item = workflow_core::stream::StreamItem<ciborium::Value>>
         + Send
         + 'static,
     format: Format,
+    keep_alive: Duration,
+    permit: OwnedSemaphorePermit,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
     let chunks = Box::pin(chunks);
-    futures_util::stream::unfold(Some(chunks), move |state| async move {
-        let mut chunks = state?;
-        let next = tokio::time::timeout(KEEP_ALIVE, chunks.next()).await;
+    futures_util::stream::unfold(Some((chunks, permit)), move |state| async move {
+        let (mut chunks, permit) = state?;
+        let next = tokio::time::timeout(keep_alive, chunks.next()).await;
         let text = match next {
             Err(_) => match format {
                 Format::Sse => ": keep-alive\n\n".to_owned(),
                 Format::Ndjson => "\n".to_owned(),
             },
             Ok(None) => return None,
-            Ok(Some(Ok((index, value)))) => match format {
-                Format::Sse => format!("id: {index}\ndata: {value}\n\n"),
-                Format::Ndjson => {
-                    format!(
-                        "{}\n",
-                        serde_json::json!({ "index": index, "chunk": value })
-                    )
-                }
-            },
+            Ok(Some(Ok((index, value)))) => frame_chunk(index, value, format),
             Ok(Some(Err(e))) => {
                 let message = serde_json::Value::String(e.to_string());
                 let text = match format {
@@ -197,7 +411,7 @@ fn frames(
                 return Some((Ok(Frame::data(Bytes::from(text))), None));
             }
         };
-        Some((Ok(Frame::data(Bytes::from(text))), Some(chunks)))
+        Some((Ok(Frame::data(Bytes::from(text))), Some((chunks, permit))))
     })
 }
 
@@ -215,5 +429,32 @@ mod tests {
         assert_eq!(start_index(Some("from=x"), &h), Err(()));
         h.insert("last-event-id", u64::MAX.to_string().parse().unwrap());
         assert_eq!(start_index(None, &h), Err(()));
+    }
+
+    #[test]
+    fn raw_bytes_are_base64_and_values_json() {
+        let raw = ciborium::Value::Bytes(b"hello".to_vec());
+        assert_eq!(
+            frame_chunk(3, raw.clone(), Format::Sse),
+            "id: 3\nevent: bytes\ndata: aGVsbG8=\n\n"
+        );
+        assert_eq!(
+            frame_chunk(3, raw, Format::Ndjson),
+            "{\"bytes\":\"aGVsbG8=\",\"index\":3}\n"
+        );
+        let nested = ciborium::Value::Map(vec![
+            (
+                ciborium::Value::Text("b".into()),
+                ciborium::Value::Bytes(vec![0xff]),
+            ),
+            (
+                ciborium::Value::Integer(7.into()),
+                ciborium::Value::Float(f64::NAN),
+            ),
+        ]);
+        assert_eq!(
+            to_json(nested),
+            serde_json::json!({ "b": "/w==", "7": null })
+        );
     }
 }
