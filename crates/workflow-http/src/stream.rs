@@ -259,12 +259,6 @@ pub async fn stream_response(
     ) else {
         return not_found();
     };
-    let Ok(from) = start_index(query, headers) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "`from` and `Last-Event-ID` must be chunk indexes",
-        );
-    };
     match engine
         .store()
         .stream_readable_with(run, &stream, &token)
@@ -272,6 +266,46 @@ pub async fn stream_response(
     {
         Ok(true) => {}
         Ok(false) => return not_found(),
+        Err(e) => {
+            tracing::warn!(error = %e, %run, "stream read failed");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "the store failed");
+        }
+    }
+    authorized_stream_response(engine, run, &stream, query, headers, config).await
+}
+
+/// Answers a request for a stream whose reader the caller has authorized
+/// itself (an operator's API behind its own authentication): like
+/// [`stream_response`] without the read token; `404` if the run or stream
+/// is unknown.
+///
+/// ```no_run
+/// # async fn demo(engine: workflow_core::Engine, run: workflow_store::RunId) {
+/// use workflow_http::stream::{authorized_stream_response, StreamConfig};
+/// let name = workflow_store::StreamName::default_stream();
+/// let headers = http::HeaderMap::new();
+/// let config = StreamConfig::new();
+/// let response = authorized_stream_response(&engine, run, &name, None, &headers, &config).await;
+/// # let _ = response;
+/// # }
+/// ```
+pub async fn authorized_stream_response(
+    engine: &Engine,
+    run: RunId,
+    stream: &StreamName,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    config: &StreamConfig,
+) -> Response<StreamResponseBody> {
+    let Ok(from) = start_index(query, headers) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "`from` and `Last-Event-ID` must be chunk indexes",
+        );
+    };
+    match engine.store().read_stream(run, stream, 0, 1).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return plain(StatusCode::NOT_FOUND, ""),
         Err(e) => {
             tracing::warn!(error = %e, %run, "stream read failed");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "the store failed");
@@ -364,6 +398,25 @@ fn to_json(value: ciborium::Value) -> serde_json::Value {
         ),
         // `ciborium::Value` is non-exhaustive.
         _ => J::Null,
+    }
+}
+
+/// A stored chunk as NDJSON readers get it: `{"index": i, "chunk": …}`, or
+/// `{"index": i, "bytes": "<base64>"}` for raw bytes, or `{"index": i,
+/// "error": …}` for a payload that is not CBOR.
+///
+/// ```
+/// use workflow_store::Payload;
+/// let line = workflow_http::stream::chunk_line(2, &Payload::encode(&20).unwrap());
+/// assert_eq!(line, serde_json::json!({"index": 2, "chunk": 20}));
+/// ```
+pub fn chunk_line(index: u64, payload: &workflow_store::Payload) -> serde_json::Value {
+    match payload.decode::<ciborium::Value>() {
+        Ok(value) => match show(value) {
+            Shown::Json(v) => serde_json::json!({ "index": index, "chunk": v }),
+            Shown::Bytes(b) => serde_json::json!({ "index": index, "bytes": b }),
+        },
+        Err(e) => serde_json::json!({ "index": index, "error": e.to_string() }),
     }
 }
 
