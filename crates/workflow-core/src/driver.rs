@@ -322,6 +322,7 @@ pub(crate) async fn drive(
         unwritten_outcome: false,
         feed,
         stopping,
+        left_due: false,
         stop,
         renew_every: (ttl / 3).max(Duration::from_millis(10)),
         renew_at: Instant::now() + (ttl / 3).max(Duration::from_millis(10)),
@@ -347,6 +348,8 @@ struct Driver<'a> {
     stop: watch::Receiver<bool>,
     /// Shutting down: no new attempts; suspend once none is running.
     stopping: bool,
+    /// A step was ready to start when shutdown stopped it.
+    left_due: bool,
     /// The lease was taken over from a holder whose lease expired: the
     /// attempts it may have been running are counted before new ones start.
     takeover: bool,
@@ -410,6 +413,11 @@ impl Driver<'_> {
                     if !self.prefix.is_empty() {
                         self.write(Vec::new()).await?;
                         continue;
+                    }
+                    if self.left_due {
+                        // A step it would have started is left for the next
+                        // engine: keep the run due past the lease's release.
+                        self.inner.store.wake(self.lease.run_id).await?;
                     }
                     return Ok(Outcome::Suspended(self.inst));
                 }
@@ -792,8 +800,13 @@ impl Driver<'_> {
                         }
                         continue;
                     }
-                    if slot.waker.is_none() || stopping {
+                    if slot.waker.is_none() {
                         // Not awaited yet: granted when the workflow polls it.
+                        continue;
+                    }
+                    if stopping {
+                        // Not now: the next engine runs it.
+                        self.left_due = true;
                         continue;
                     }
                     s.grant = Some(s.attempts_started + 1);
