@@ -6,6 +6,8 @@
 //! | `GET /api/v1/runs?status=&limit=` | list runs |
 //! | `POST /api/v1/runs` `{"workflow", "input"}` | start a run |
 //! | `GET /api/v1/runs/{id}/events` | a run's timeline |
+//! | `GET /api/v1/runs/{id}/streams` | a run's streams: `[{"name", "len", "closed"}]` |
+//! | `GET /api/v1/runs/{id}/streams/{name}?from=N` | a stream, followed until it closes: NDJSON with `Accept: application/x-ndjson`, else server-sent events (as [`workflow_http::stream`], without a read token) |
 //! | `POST /api/v1/runs/{id}/cancel` | cancel a run |
 //! | `POST /api/v1/runs/{id}/unblock` | retry a blocked run (409 if it is not blocked) |
 //! | `POST /api/v1/purge` | delete ended runs: `{"older_than_secs": 2592000, "status": "completed", "workflow": "…"}` |
@@ -26,6 +28,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use workflow_http::stream::StreamConfig;
+use workflow_store::StreamName;
+
 use crate::ops::{parse_status, OpError, Operations};
 use crate::view::PurgeRequest;
 
@@ -33,6 +38,7 @@ use crate::view::PurgeRequest;
 #[derive(Clone, Debug)]
 struct Admin {
     ops: Operations,
+    streams: StreamConfig,
 }
 
 impl IntoResponse for OpError {
@@ -54,12 +60,17 @@ pub fn router<S: Clone + Send + Sync + 'static>(ops: Operations) -> Router<S> {
     Router::new()
         .route("/api/v1/runs", get(list_runs).post(start_run))
         .route("/api/v1/runs/{id}/events", get(events))
+        .route("/api/v1/runs/{id}/streams", get(streams))
+        .route("/api/v1/runs/{id}/streams/{name}", get(follow_stream))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/runs/{id}/unblock", post(unblock))
         .route("/api/v1/purge", post(purge))
         .route("/api/v1/hooks", get(hooks))
         .route("/api/v1/hooks/{token}/resume", post(resume))
-        .with_state(Admin { ops })
+        .with_state(Admin {
+            ops,
+            streams: StreamConfig::default(),
+        })
 }
 
 #[derive(Deserialize)]
@@ -98,6 +109,38 @@ async fn events(State(admin): State<Admin>, Path(id): Path<String>) -> Response 
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn streams(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    match admin.ops.streams(&id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn follow_stream(
+    State(admin): State<Admin>,
+    Path((id, name)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let run = match crate::ops::parse_run(&id) {
+        Ok(run) => run,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(name) = StreamName::new(name) else {
+        return OpError::NotFound(format!("run {run} has no such stream")).into_response();
+    };
+    workflow_http::stream::authorized_stream_response(
+        admin.ops.engine(),
+        run,
+        &name,
+        request.uri().query(),
+        request.headers(),
+        &admin.streams,
+    )
+    .await
+    .map(axum::body::Body::new)
+    .into_response()
 }
 
 async fn cancel(State(admin): State<Admin>, Path(id): Path<String>) -> Response {

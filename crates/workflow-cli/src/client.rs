@@ -116,6 +116,77 @@ impl RemoteClient {
         .await
     }
 
+    /// A run's streams.
+    pub async fn streams(&self, run: &str) -> Result<Vec<workflow_store::StreamInfo>, OpError> {
+        let path = format!("/api/v1/runs/{}/streams", segment(run));
+        self.call(http::Method::GET, &path, None).await
+    }
+
+    /// Follows a run's stream from `from` until it closes, handing each
+    /// chunk (an NDJSON line: `{"index", "chunk"}` or `{"index", "bytes"}`)
+    /// to `line`.
+    pub async fn tail(
+        &self,
+        run: &str,
+        stream: &str,
+        from: u64,
+        mut line: impl FnMut(serde_json::Value),
+    ) -> Result<(), OpError> {
+        let url = format!(
+            "{}/api/v1/runs/{}/streams/{}?from={from}",
+            self.base,
+            segment(run),
+            segment(stream)
+        );
+        let mut req = http::Request::get(&url).header(http::header::ACCEPT, "application/x-ndjson");
+        if let Some(t) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| OpError::BadRequest(format!("invalid request to {url}: {e}")))?;
+        let resp = self.http.request(req).await.map_err(|e| {
+            OpError::Store(format!(
+                "cannot reach the workflow server at {}: {e}",
+                self.base
+            ))
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let message = format!("{url} answered {status}");
+            return Err(match status.as_u16() {
+                400 | 401 => OpError::BadRequest(message),
+                404 => OpError::NotFound(format!("no such run or stream ({message})")),
+                _ => OpError::Store(message),
+            });
+        }
+        let mut body = resp.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                OpError::Store(format!("reading the stream from {url} failed: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let text: Vec<u8> = pending.drain(..=end).collect();
+                // Empty lines are keep-alives.
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let value: serde_json::Value = serde_json::from_slice(&text)
+                    .map_err(|e| OpError::Store(format!("unexpected line from {url}: {e}")))?;
+                if let Some(error) = value.get("error") {
+                    return Err(OpError::Store(format!("the stream failed: {error}")));
+                }
+                line(value);
+            }
+        }
+        Ok(())
+    }
+
     /// Live hooks.
     pub async fn hooks(&self) -> Result<Vec<HookView>, OpError> {
         self.call(http::Method::GET, "/api/v1/hooks", None).await

@@ -120,6 +120,19 @@ enum Command {
     },
     /// List live hooks, their tokens and runs.
     Hooks,
+    /// Print a run's output stream, one chunk a line (`INDEX<TAB>JSON`; raw
+    /// bytes as `INDEX<TAB>bytes BASE64`), following it until it closes when
+    /// a server runs the data directory; without one, print what is stored.
+    /// Without STREAM, list the run's streams.
+    Tail {
+        /// Run id.
+        run: String,
+        /// Stream name (e.g. `progress`, `default`).
+        stream: Option<String>,
+        /// Start at this chunk index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
     /// Send a JSON payload to a hook: `workflow resume chat:general '"hello"'`.
     Resume {
         /// The hook's token.
@@ -230,6 +243,21 @@ fn print_events(events: &[EventView]) {
             e.correlation.as_deref().unwrap_or("-"),
             e.data
         );
+    }
+}
+
+/// One chunk of `workflow tail`: the NDJSON line with `--json`, else
+/// `INDEX<TAB>JSON` (`INDEX<TAB>bytes BASE64` for raw bytes).
+fn print_chunk(json: bool, line: &serde_json::Value) {
+    if json {
+        println!("{line}");
+        return;
+    }
+    let index = line.get("index").and_then(|i| i.as_u64()).unwrap_or(0);
+    match (line.get("chunk"), line.get("bytes")) {
+        (Some(chunk), _) => println!("{index}\t{chunk}"),
+        (_, Some(bytes)) => println!("{index}\tbytes {}", bytes.as_str().unwrap_or("")),
+        _ => println!("{index}\t{line}"),
     }
 }
 
@@ -374,6 +402,38 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 print_json(&events)
             } else {
                 print_events(&events)
+            }
+        }
+        Command::Tail { run, stream, from } => {
+            let Some(stream) = stream else {
+                let streams = match &target {
+                    Target::Local(ops) => ops.streams(run).await?,
+                    Target::Remote(c) => c.streams(run).await?,
+                };
+                if cli.json {
+                    print_json(&streams);
+                } else if streams.is_empty() {
+                    println!("(no streams)");
+                } else {
+                    for s in &streams {
+                        let state = if s.closed { "closed" } else { "open" };
+                        println!("{}\t{} chunk(s)\t{state}", s.name, s.len);
+                    }
+                }
+                return Ok(());
+            };
+            let json = cli.json;
+            let print = move |line: serde_json::Value| print_chunk(json, &line);
+            match &target {
+                Target::Local(ops) => {
+                    if !ops.tail_stored(run, stream, *from, print).await? {
+                        eprintln!(
+                            "note: the stream is open, but no server runs {}: nothing adds to it now",
+                            cli.data.display()
+                        );
+                    }
+                }
+                Target::Remote(c) => c.tail(run, stream, *from, print).await?,
             }
         }
         Command::Hooks => {

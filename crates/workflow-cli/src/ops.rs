@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use workflow_core::{Engine, EngineError, PurgeOptions, ResumeError};
-use workflow_store::{RunId, RunQuery, RunStatus, StoreError};
+use workflow_store::{RunId, RunQuery, RunStatus, StoreError, StreamInfo, StreamName, STREAM_PAGE};
 
 use crate::view::{ActionView, EventView, HookView, PurgeRequest, PurgeView, RunView};
 
@@ -170,6 +170,44 @@ impl Operations {
         }
         let log = self.engine.store().read_log(run).await?;
         Ok(log.iter().map(EventView::from).collect())
+    }
+
+    /// A run's streams (those readers can see).
+    pub async fn streams(&self, run: &str) -> Result<Vec<StreamInfo>, OpError> {
+        let run = parse_run(run)?;
+        if self.engine.store().get_run(run).await?.is_none() {
+            return Err(OpError::NotFound(format!("run {run} does not exist")));
+        }
+        Ok(self.engine.store().list_streams(run).await?)
+    }
+
+    /// The committed chunks of a run's stream from `from`, as NDJSON readers
+    /// get them ([`workflow_http::stream::chunk_line`]), each handed to
+    /// `line`; returns whether the stream is closed. Reads what is stored
+    /// and does not wait: only the process driving the run adds to it.
+    pub async fn tail_stored(
+        &self,
+        run: &str,
+        stream: &str,
+        from: u64,
+        mut line: impl FnMut(serde_json::Value),
+    ) -> Result<bool, OpError> {
+        let run = parse_run(run)?;
+        let name = StreamName::new(stream).map_err(|e| OpError::BadRequest(e.to_string()))?;
+        let store = self.engine.store();
+        let mut next = from;
+        loop {
+            let Some(page) = store.read_stream(run, &name, next, STREAM_PAGE).await? else {
+                return Err(OpError::NotFound(format!("run {run} has no stream {name}")));
+            };
+            for (index, payload) in &page.chunks {
+                line(workflow_http::stream::chunk_line(*index, payload));
+                next = index + 1;
+            }
+            if page.chunks.is_empty() || next >= page.len {
+                return Ok(page.closed);
+            }
+        }
     }
 
     /// Live hooks of all runs that have not ended.

@@ -1,6 +1,7 @@
 //! The example workflows `workflow serve` runs, chosen to show the library's
 //! range: a webhook answered by the workflow itself, a stream of messages on
-//! one hook, and a flaky step with retries and a durable sleep.
+//! one hook, a flaky step with retries and a durable sleep, and a report
+//! that streams its progress.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use workflow_core::{
 };
 
 /// The names of the workflows [`register`] adds.
-pub const NAMES: [&str; 3] = ["approve_order", "chat", "flaky_job"];
+pub const NAMES: [&str; 4] = ["approve_order", "chat", "flaky_job", "report"];
 
 /// Registers the example workflows on an engine builder.
 pub fn register(builder: EngineBuilder) -> EngineBuilder {
@@ -21,6 +22,7 @@ pub fn register(builder: EngineBuilder) -> EngineBuilder {
         .workflow("approve_order", approve_order)
         .workflow("chat", chat)
         .workflow("flaky_job", flaky_job)
+        .workflow("report", report)
 }
 
 /// Input of `approve_order`.
@@ -160,4 +162,46 @@ pub async fn flaky_job(ctx: Context, job: Job) -> Result<String, WorkflowError> 
         })
         .await?;
     Ok(format!("{done} after {attempts} attempt(s)"))
+}
+
+/// Input of `report`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// How many items to process (one step each).
+    pub items: u32,
+    /// How long each item takes, in milliseconds.
+    #[serde(default)]
+    pub item_ms: u64,
+}
+
+/// One chunk of `report`'s `progress` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Items done so far.
+    pub done: u32,
+    /// Items in all.
+    pub of: u32,
+}
+
+/// Processes `items` items, one step each, and streams a [`Progress`] chunk
+/// per item to its `progress` stream (`workflow tail RUN progress`; over
+/// HTTP with the read token it returns, or records at once in its
+/// `stream_token` step). The stream closes with the run.
+pub async fn report(ctx: Context, report: Report) -> Result<String, WorkflowError> {
+    let token = ctx.stream_token("progress").await?;
+    for i in 0..report.items {
+        let (of, pause) = (report.items, Duration::from_millis(report.item_ms));
+        ctx.step("item", move |s| async move {
+            tokio::time::sleep(pause).await;
+            s.stream::<Progress>("progress")?
+                .write(&Progress { done: i + 1, of })
+                .await?;
+            Ok::<_, StepError>(())
+        })
+        .await?;
+    }
+    Ok(format!(
+        "processed {} item(s); progress read token {token}",
+        report.items
+    ))
 }

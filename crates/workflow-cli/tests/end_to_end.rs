@@ -552,3 +552,92 @@ fn a_redb_data_directory_is_served_and_found_again() {
         "holds a redb store, not a sled one",
     );
 }
+
+#[test]
+fn tail_follows_a_report_through_the_server_and_reads_it_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let server = Server::start(data, "127.0.0.1:0");
+    let url = server.base.clone();
+    let a = ok_json(cli(
+        data,
+        Some(&url),
+        &[
+            "--json",
+            "start",
+            "report",
+            "{\"items\": 5, \"item_ms\": 100}",
+        ],
+    ));
+    let run = a["run"].as_str().unwrap().to_string();
+    let want: Vec<String> = (1..=5)
+        .map(|i| format!("{}\t{{\"done\":{i},\"of\":5}}", i - 1))
+        .collect();
+
+    // Started while the run works: follows it until the stream closes.
+    let out = cli(data, Some(&url), &["tail", &run, "progress"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, want);
+    wait_for_status(data, &url, &run, "completed");
+
+    let streams = ok_json(cli(data, Some(&url), &["--json", "tail", &run]));
+    assert_eq!(
+        streams,
+        serde_json::json!([{"name": "progress", "len": 5, "closed": true}])
+    );
+    let out = ok_json_lines(cli(
+        data,
+        Some(&url),
+        &["--json", "tail", &run, "progress", "--from", "3"],
+    ));
+    assert_eq!(
+        out,
+        vec![
+            serde_json::json!({"index": 3, "chunk": {"done": 4, "of": 5}}),
+            serde_json::json!({"index": 4, "chunk": {"done": 5, "of": 5}}),
+        ]
+    );
+    user_error(
+        cli(data, Some(&url), &["tail", &run, "nothing"]),
+        "no such run or stream",
+    );
+    server.interrupt();
+
+    // Locally, on the data directory the server left.
+    let out = cli(data, None, &["tail", &run, "progress"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, want);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ok_json_lines(out: Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
+}

@@ -306,6 +306,11 @@ pub(crate) async fn drive(
     if inst.status.is_terminal() {
         return Ok(Outcome::Ended);
     }
+    // Step attempts of this activation write stream chunks under its lease.
+    lock(&inst.state).stream_sink = Some(crate::stream::StreamSink::new(
+        Arc::clone(&inner.store),
+        lease.id,
+    ));
     let ttl = inner.settings.lease_ttl;
     let stopping = *stop.borrow();
     let mut d = Driver {

@@ -313,6 +313,9 @@ pub enum EngineError {
     /// A value could not be encoded; the codec's error is also the `source()`.
     #[error("value could not be encoded: {0}")]
     Encode(#[source] CodecError),
+    /// A stream name that is not valid ([`workflow_store::StreamName`]).
+    #[error(transparent)]
+    InvalidStreamName(#[from] workflow_store::IdError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

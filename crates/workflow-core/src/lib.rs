@@ -29,6 +29,7 @@ mod registry;
 mod replay;
 mod resume;
 pub mod step;
+pub mod stream;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod timer;
@@ -42,6 +43,7 @@ pub use error::{EngineError, NondeterminismError, StepError, StepResultExt, Work
 pub use hook::{Hook, HookError, HookNext, HookOptions};
 pub use resume::{HookDefinition, ResumeError};
 pub use step::{Backoff, Step, StepContext, StepOptions};
+pub use stream::{RawChunk, StreamError, StreamWriter};
 pub use timer::Sleep;
 pub use webhook::{
     webhook_path, ResponseMode, Webhook, WebhookOptions, WebhookRequest, WebhookRequestError,

@@ -226,6 +226,8 @@ pub(crate) struct RunState {
     /// Step mocks of a test engine (`crate::testing`), given to each step.
     #[cfg(feature = "test-util")]
     pub step_mocks: Option<Arc<crate::testing::StepMocks>>,
+    /// Where step attempts write stream chunks (set by the driver, with its lease).
+    pub stream_sink: Option<crate::stream::StreamSink>,
 }
 
 /// Shared handle to a run's state.
@@ -285,6 +287,7 @@ impl RunState {
             read_time_ahead: false,
             #[cfg(feature = "test-util")]
             step_mocks: None,
+            stream_sink: None,
         };
         state.extend_log(log);
         state

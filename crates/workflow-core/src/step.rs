@@ -170,6 +170,8 @@ pub struct StepContext {
     step_id: CorrelationId,
     name: String,
     attempt: u32,
+    /// Where this attempt's stream chunks go (`None`: no store, e.g. a mock).
+    pub(crate) streams: Option<crate::stream::AttemptStreams>,
 }
 
 impl StepContext {
@@ -353,11 +355,16 @@ where
     ) -> Poll<Result<T, StepError>> {
         if self.running.as_ref().map(|a| a.number) != Some(attempt) {
             self.running = None;
+            let streams = lock(&self.state)
+                .stream_sink
+                .clone()
+                .map(|sink| sink.attempt(self.run_id, self.step_id.clone(), attempt));
             let ctx = StepContext {
                 run_id: self.run_id,
                 step_id: self.step_id.clone(),
                 name: self.name.clone(),
                 attempt,
+                streams,
             };
             #[cfg(feature = "test-util")]
             if let Some(mocked) = self.mocks.as_ref().and_then(|m| m.attempt(&ctx)) {

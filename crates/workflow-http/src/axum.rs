@@ -20,6 +20,7 @@ use axum::Router;
 use workflow_core::{Engine, WEBHOOK_PATH_PREFIX};
 
 use crate::common::{self, WebhookConfig};
+use crate::stream::StreamConfig;
 
 /// The state the [`resume_webhook`] handler needs: an engine and a
 /// [`WebhookConfig`]. Cheap to clone.
@@ -46,6 +47,7 @@ use crate::common::{self, WebhookConfig};
 pub struct WebhookState {
     engine: Engine,
     config: Arc<WebhookConfig>,
+    streams: StreamConfig,
 }
 
 impl WebhookState {
@@ -74,7 +76,35 @@ impl WebhookState {
         WebhookState {
             engine,
             config: Arc::new(config),
+            streams: StreamConfig::default(),
         }
+    }
+
+    /// The same state with the stream route's limits set to `streams`.
+    ///
+    /// ```no_run
+    /// # fn demo(engine: workflow_core::Engine) {
+    /// use workflow_http::stream::StreamConfig;
+    /// let state = workflow_http::axum::WebhookState::new(engine)
+    ///     .with_stream_config(StreamConfig::new().with_max_readers(64));
+    /// assert_eq!(state.stream_config().max_readers(), 64);
+    /// # }
+    /// ```
+    pub fn with_stream_config(mut self, streams: StreamConfig) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// The stream route's limits.
+    ///
+    /// ```no_run
+    /// # fn demo(engine: workflow_core::Engine) {
+    /// let state = workflow_http::axum::WebhookState::new(engine);
+    /// assert_eq!(state.stream_config().readers(), 0);
+    /// # }
+    /// ```
+    pub fn stream_config(&self) -> &StreamConfig {
+        &self.streams
     }
 
     /// The engine.
@@ -140,11 +170,53 @@ pub fn router_with<S>(engine: Engine, config: WebhookConfig) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    router_with_state(WebhookState::with_config(engine, config))
+}
+
+/// Like [`router`], with the webhook and stream configuration of `state`.
+///
+/// ```no_run
+/// # fn demo(engine: workflow_core::Engine) {
+/// use workflow_http::{axum::WebhookState, stream::StreamConfig};
+/// let state = WebhookState::new(engine).with_stream_config(StreamConfig::new().with_max_readers(8));
+/// let app: axum::Router = workflow_http::axum::router_with_state(state);
+/// # let _ = app;
+/// # }
+/// ```
+pub fn router_with_state<S>(state: WebhookState) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     let with_token = format!("{WEBHOOK_PATH_PREFIX}{{token}}");
+    let stream_path = format!("{}{{run}}/{{name}}", crate::stream::STREAM_PATH_PREFIX);
     Router::new()
         .route(&with_token, any(resume_webhook))
         .route(WEBHOOK_PATH_PREFIX, any(empty_token))
-        .with_state(WebhookState::with_config(engine, config))
+        .route(&stream_path, axum::routing::get(read_stream))
+        .with_state(state)
+}
+
+/// The stream handler: `GET /.well-known/workflow/v1/stream/{run}/{name}`
+/// answered by [`crate::stream::stream_response`] (server-sent events, or
+/// NDJSON on request). Mounted by [`router`]; mount it yourself on a route
+/// with the parameters `run` and `name`.
+pub async fn read_stream(
+    State(state): State<WebhookState>,
+    Path((run, name)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let query = request.uri().query().map(str::to_owned);
+    crate::stream::stream_response(
+        &state.engine,
+        &run,
+        &name,
+        query.as_deref(),
+        request.headers(),
+        &state.streams,
+    )
+    .await
+    .map(axum::body::Body::new)
+    .into_response()
 }
 
 /// The handler: resumes the webhook whose token is the route's one path

@@ -56,6 +56,8 @@ pub mod hyper;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod service;
+#[cfg(feature = "stream")]
+pub mod stream;
 #[cfg(feature = "warp")]
 pub mod warp;
 

@@ -12,6 +12,7 @@
 //! | [`max_connections`](ServerLimits::max_connections) | 512 | a semaphore | the oldest connection with no request in flight (silent, still sending its head, or idle on keep-alive) is closed to make room; if every connection has a request in flight, the new one is answered `503` and closed at once, never queued |
 //! | [`max_header_bytes`](ServerLimits::max_header_bytes) | 16 KiB | hyper's `max_header_size` | `431 Request Header Fields Too Large`, connection closed |
 //! | [`max_headers`](ServerLimits::max_headers) | 100 | hyper's `max_headers` | `431`, connection closed |
+//! | [`write_timeout`](ServerLimits::write_timeout) | 30 s | [`serve`]'s socket wrapper | a write that makes no progress for that long (a client that stopped reading a long response, such as a [stream](crate::stream)) fails and the connection is closed |
 //! | [`shutdown_timeout`](ServerLimits::shutdown_timeout) | 10 s | hyper-util's `GracefulShutdown` and a deadline | the connections still open are dropped |
 //!
 //! When the `shutdown` future passed to [`serve`] completes, the listener is
@@ -95,6 +96,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The default [`ServerLimits::max_headers`]: 100 (hyper's own default).
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The default [`ServerLimits::write_timeout`]: 30 seconds.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default [`ServerLimits::shutdown_timeout`]: 10 seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -161,6 +164,15 @@ pub struct ServerLimits {
     /// to finish their requests before dropping them. Default
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
+    /// The longest time a write to the socket may wait for the client to
+    /// take data (its receive window full: it stopped reading). Past it the
+    /// connection is closed, so a client that never reads a long response (a
+    /// [stream](crate::stream)) holds its connection and reader slot for at
+    /// most this long, and the server buffers no more than the socket's
+    /// buffers meanwhile. An idle timeout of writes, not a deadline for the
+    /// response: a stream that keeps being read lives on. Default
+    /// [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -172,6 +184,7 @@ impl Default for ServerLimits {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -222,6 +235,12 @@ impl ServerLimits {
     /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`write_timeout`](Self::write_timeout).
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -430,6 +449,7 @@ where
             service.clone(),
             graceful.watcher(),
             Arc::clone(&open),
+            limits.write_timeout,
         ));
     }
 
@@ -470,6 +490,102 @@ enum Admit {
     AfterEviction(oneshot::Receiver<OwnedSemaphorePermit>),
 }
 
+/// A socket whose writes fail with `TimedOut` once one has waited
+/// `timeout` for the client to take data ([`ServerLimits::write_timeout`]).
+struct WriteTimeout {
+    io: TcpStream,
+    timeout: Duration,
+    /// Armed while a write waits; reset by any progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteTimeout {
+    fn new(io: TcpStream, timeout: Duration) -> Self {
+        WriteTimeout {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write that is pending: `TimedOut` once the wait is too long.
+    fn waited<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no data for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(
+        &mut self,
+        result: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.waited(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteTimeout {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteTimeout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.progress(result, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.progress(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.progress(result, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.progress(result, cx)
+    }
+}
+
 /// Drives one connection to its end (or its eviction); its slot is freed
 /// when done.
 async fn serve_connection<S, B>(
@@ -478,6 +594,7 @@ async fn serve_connection<S, B>(
     service: WithBodyTimeout<S>,
     watcher: Watcher,
     open: Arc<Mutex<OpenConnections>>,
+    write_timeout: Duration,
 ) where
     S: tower_service::Service<Request<RequestBody>, Response = Response<B>>
         + Clone
@@ -511,7 +628,8 @@ async fn serve_connection<S, B>(
         connection: Some(Arc::clone(&state)),
         ..service
     });
-    let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+    let io = WriteTimeout::new(stream, write_timeout);
+    let connection = watcher.watch(http.serve_connection(TokioIo::new(io), service));
     tokio::select! {
         served = connection => {
             if let Err(e) = served {

@@ -1,6 +1,8 @@
 //! warp 0.4: a [`webhook`] filter serving `/.well-known/workflow/v1/webhook/{token}`
 //! for every method, [`resume_webhook`] for your own path, and the building
-//! blocks ([`token`], [`request`], [`recover`]) to compose your own.
+//! blocks ([`token`], [`request`], [`recover`]) to compose your own; a
+//! [`stream`] filter for durable output streams at
+//! `/.well-known/workflow/v1/stream/{run}/{name}` (see [`crate::stream`]).
 //!
 //! The filters answer every case themselves (`400`, `404`, `413`, ...): they
 //! apply [`recover`] to their own rejections and pass on only "not found", so
@@ -31,6 +33,7 @@ use workflow_core::Engine;
 use workflow_store::HookToken;
 
 use crate::common::{self, BodyError, TokenError, WebhookConfig};
+use crate::stream::{StreamConfig, StreamResponseBody};
 
 /// A rejection of the webhook filters; [`recover`] answers it.
 #[derive(Debug, thiserror::Error)]
@@ -286,4 +289,118 @@ where
         .recover(recover)
         .unify()
         .boxed()
+}
+
+/// A filter serving durable output streams at
+/// `GET /.well-known/workflow/v1/stream/{run}/{name}` with the default
+/// [`StreamConfig`] (server-sent events, or NDJSON on request; see
+/// [`crate::stream`]). Other paths and methods are rejected as not found, so
+/// it combines with `.or`.
+///
+/// ```no_run
+/// use warp::Filter;
+/// # async fn demo(engine: workflow_core::Engine) {
+/// let routes = workflow_http::warp::webhook(engine.clone()).or(workflow_http::warp::stream(engine));
+/// warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
+/// # }
+/// ```
+pub fn stream(engine: Engine) -> BoxedFilter<(warp::reply::Response,)> {
+    stream_with(engine, StreamConfig::default())
+}
+
+/// Like [`stream`], with `config` (its clones share one count of readers).
+///
+/// ```no_run
+/// # fn demo(engine: workflow_core::Engine) {
+/// let config = workflow_http::stream::StreamConfig::new().with_max_readers(32);
+/// let route = workflow_http::warp::stream_with(engine, config);
+/// # let _ = route;
+/// # }
+/// ```
+pub fn stream_with(engine: Engine, config: StreamConfig) -> BoxedFilter<(warp::reply::Response,)> {
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    let path = warp::path::full().and_then(|path: warp::path::FullPath| async move {
+        match crate::stream::stream_path(path.as_str()) {
+            Some((run, name)) => {
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .map(|s| s.into_owned())
+                };
+                match (decode(run), decode(name)) {
+                    (Ok(run), Ok(name)) => Ok((run, name)),
+                    _ => Err(warp::reject::not_found()),
+                }
+            }
+            None => Err(warp::reject::not_found()),
+        }
+    });
+    warp::get()
+        .and(path)
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .then(
+            move |(run, name): (String, String), query: Option<String>, headers: HeaderMap| {
+                let (engine, config) = (engine.clone(), config.clone());
+                async move {
+                    let response = crate::stream::stream_response(
+                        &engine,
+                        &run,
+                        &name,
+                        query.as_deref(),
+                        &headers,
+                        &config,
+                    )
+                    .await;
+                    to_warp(response)
+                }
+            },
+        )
+        .boxed()
+}
+
+/// A stream response as warp's response type: warp's body wants a `Sync`
+/// stream, which the response body is made into by [`SyncBody`].
+fn to_warp(response: Response<StreamResponseBody>) -> warp::reply::Response {
+    use warp::Reply;
+    let (parts, body) = response.into_parts();
+    let mut r = warp::reply::stream(SyncBody(std::sync::Mutex::new(body))).into_response();
+    *r.status_mut() = parts.status;
+    *r.headers_mut() = parts.headers;
+    r
+}
+
+/// A response body as a `Sync` stream of its data: the mutex is only ever
+/// reached through `&mut` (no locking), it just makes the type `Sync`.
+struct SyncBody(std::sync::Mutex<StreamResponseBody>);
+
+impl futures_util::Stream for SyncBody {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use http_body::Body as _;
+        use std::task::Poll;
+        let body = match self.get_mut().0.get_mut() {
+            Ok(body) => body,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        loop {
+            match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }

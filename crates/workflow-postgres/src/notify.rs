@@ -9,8 +9,11 @@
 //! writing store's instance id, then one item per [`Change`]:
 //!
 //! ```text
-//! <instance hex> a<run id>.<next_seq> d<run id>.<due ms> ...
+//! <instance hex> a<run id>.<next_seq> d<run id>.<due ms> s<run id>.<status code>
+//!     t<run id>.<stream length>.<closed: 0 or 1>.<stream name> ...
 //! ```
+//!
+//! (Stream names are `A-Z a-z 0-9 - . _ ~`: no space, no quote.)
 //!
 //! split into several notifications when longer than [`MAX_PAYLOAD`] (the
 //! server's limit is 8000 bytes).
@@ -28,7 +31,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
-use workflow_store::{Change, RunId, RunStatus, StoreError, Timestamp};
+use workflow_store::{Change, RunId, RunStatus, StoreError, StreamName, Timestamp};
 
 use crate::tx::Tx;
 
@@ -58,6 +61,12 @@ pub(crate) fn encode(instance: u128, changes: &[Change]) -> Vec<String> {
             Change::Appended { run, next_seq } => format!(" a{run}.{next_seq}"),
             Change::Due { run, at } => format!(" d{run}.{}", at.0),
             Change::Status { run, status } => format!(" s{run}.{}", status.code()),
+            Change::Stream {
+                run,
+                stream,
+                len,
+                closed,
+            } => format!(" t{run}.{len}.{}.{stream}", u8::from(*closed)),
             _ => continue,
         };
         if !seen.insert(item.clone()) {
@@ -83,6 +92,21 @@ pub(crate) fn decode(payload: &str) -> Option<(u128, Vec<Change>)> {
         .filter_map(|item| {
             let (tag, rest) = item.split_at_checked(1)?;
             let (run, n) = rest.split_once('.')?;
+            if tag == "t" {
+                let mut parts = n.splitn(3, '.');
+                let len: u64 = parts.next()?.parse().ok()?;
+                let closed = match parts.next()? {
+                    "0" => false,
+                    "1" => true,
+                    _ => return None,
+                };
+                return Some(Change::Stream {
+                    run: run.parse().ok()?,
+                    stream: StreamName::new(parts.next()?).ok()?,
+                    len,
+                    closed,
+                });
+            }
             let run: RunId = run.parse().ok()?;
             let n: u64 = n.parse().ok()?;
             match tag {
@@ -302,11 +326,18 @@ mod tests {
     fn payloads_round_trip_and_split() {
         let run = RunId::new();
         let changes: Vec<Change> = (0..500)
-            .map(|i| match i % 3 {
+            .map(|i| match i % 4 {
                 0 => Change::Appended { run, next_seq: i },
                 1 => Change::Due {
                     run,
                     at: Timestamp(1_700_000_000_000 + i),
+                },
+                // Names with dots survive.
+                2 => Change::Stream {
+                    run,
+                    stream: StreamName::new(format!("s.{i}.x")).expect("valid name"),
+                    len: i,
+                    closed: i % 8 == 2,
                 },
                 // Repeated changes are sent once: a run of its own each.
                 _ => Change::Status {
@@ -328,5 +359,8 @@ mod tests {
         assert!(encode(1, &[]).is_empty());
         assert!(decode("zz a1").is_none());
         assert_eq!(decode("1 xbogus a.1").map(|(_, c)| c.len()), Some(0));
+        // A stream item with a bad flag or name is skipped.
+        let bad = format!("1 t{run}.3.2.progress t{run}.3.1.a/b t{run}.3.1");
+        assert_eq!(decode(&bad).map(|(_, c)| c.len()), Some(0));
     }
 }

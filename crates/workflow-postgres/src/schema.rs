@@ -124,6 +124,28 @@ CREATE INDEX tokens_run_id ON {s}.tokens (run_id);
 "#,
         backfill: None,
     },
+    Migration {
+        version: 5,
+        description: "streams: each run's streams record; stream chunk rows (pending and \
+                      committed) by run, stream, step, attempt and number",
+        sql: r#"
+CREATE TABLE {s}.streams (
+    run_id  uuid PRIMARY KEY,
+    record  bytea NOT NULL
+);
+
+CREATE TABLE {s}.chunks (
+    run_id   uuid NOT NULL,
+    stream   text NOT NULL,
+    step     text NOT NULL,
+    attempt  bigint NOT NULL,
+    n        bigint NOT NULL,
+    payload  bytea NOT NULL,
+    PRIMARY KEY (run_id, stream, step, attempt, n)
+);
+"#,
+        backfill: None,
+    },
 ];
 
 /// The newest migration this build knows.
@@ -347,6 +369,11 @@ pub(crate) struct Sql {
     pub(crate) queue_delete: String,
     pub(crate) next_due: String,
     pub(crate) notify: String,
+    pub(crate) streams_get: String,
+    pub(crate) streams_upsert: String,
+    pub(crate) chunks_upsert: String,
+    pub(crate) chunks_delete: String,
+    pub(crate) chunks_get: String,
 }
 
 impl Sql {
@@ -410,7 +437,9 @@ impl Sql {
                  o AS (DELETE FROM {s}.ops WHERE run_id IN (SELECT id FROM gone)), \
                  h AS (DELETE FROM {s}.hooks WHERE run_id IN (SELECT id FROM gone)), \
                  t AS (DELETE FROM {s}.tokens WHERE run_id IN (SELECT id FROM gone)), \
-                 q AS (DELETE FROM {s}.queue WHERE run_id IN (SELECT id FROM gone)) \
+                 q AS (DELETE FROM {s}.queue WHERE run_id IN (SELECT id FROM gone)), \
+                 st AS (DELETE FROM {s}.streams WHERE run_id IN (SELECT id FROM gone)), \
+                 ch AS (DELETE FROM {s}.chunks WHERE run_id IN (SELECT id FROM gone)) \
                  SELECT id FROM gone ORDER BY id"
             ),
             run_insert: format!(
@@ -492,6 +521,32 @@ impl Sql {
             queue_delete: format!("DELETE FROM {s}.queue WHERE run_id = $1"),
             next_due: format!("SELECT min(due) FROM {s}.queue"),
             notify: "SELECT pg_notify($1, $2)".to_owned(),
+            streams_get: format!("SELECT record FROM {s}.streams WHERE run_id = $1"),
+            streams_upsert: format!(
+                "INSERT INTO {s}.streams (run_id, record) VALUES ($1, $2) \
+                 ON CONFLICT (run_id) DO UPDATE SET record = EXCLUDED.record"
+            ),
+            chunks_upsert: format!(
+                "INSERT INTO {s}.chunks (run_id, stream, step, attempt, n, payload) \
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+                 $6::bytea[]) \
+                 ON CONFLICT (run_id, stream, step, attempt, n) \
+                 DO UPDATE SET payload = EXCLUDED.payload"
+            ),
+            chunks_delete: format!(
+                "DELETE FROM {s}.chunks c USING unnest($2::text[], $3::text[], $4::bigint[], \
+                 $5::bigint[]) AS u(stream, step, attempt, n) \
+                 WHERE c.run_id = $1 AND c.stream = u.stream AND c.step = u.step \
+                 AND c.attempt = u.attempt AND c.n = u.n"
+            ),
+            // The payloads of the rows asked for, in the order asked (NULL:
+            // no such row).
+            chunks_get: format!(
+                "SELECT c.payload FROM unnest($2::text[], $3::text[], $4::bigint[], \
+                 $5::bigint[]) WITH ORDINALITY AS u(stream, step, attempt, n, i) \
+                 LEFT JOIN {s}.chunks c ON c.run_id = $1 AND c.stream = u.stream \
+                 AND c.step = u.step AND c.attempt = u.attempt AND c.n = u.n ORDER BY u.i"
+            ),
         }
     }
 }

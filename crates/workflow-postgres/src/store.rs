@@ -13,12 +13,13 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use workflow_store::backend::purge_candidates;
-use workflow_store::backend::{self as apply, Changes, Staged};
+use workflow_store::backend::{self as apply, Changes, ChunkKey, RunStreams, Staged};
 use workflow_store::{
     Appended, Change, Clock, CorrelationId, CreatedRun, Event, EventData, EventKind, HookRecord,
     HookToken, Lease, LeaseId, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery,
     RunRecord, Store, StoreError, Timestamp, WebhookResponse,
 };
+use workflow_store::{ChunkWriter, StreamWrite};
 
 use crate::config::{check_schema, redact, PostgresConfig, TimeSource};
 use crate::notify::{self, AbortOnDrop};
@@ -106,7 +107,10 @@ const CHANGE_FEED_CAPACITY: usize = 4096;
 /// `at` and `kind` for people reading the table), `ops`, `tokens` (live hooks,
 /// primary key `token`), `hooks`, `queue` (indexed by effective `due`, which
 /// is NULL while nothing makes the run due, e.g. a parked (blocked) run with
-/// only timers; the lease in columns) and `schema_migrations`. Run and lease ids are `uuid`s
+/// only timers; the lease in columns), `streams` (each run's streams record,
+/// encoded) and `chunks` (stream chunk rows, pending and committed, primary
+/// key `(run_id, stream, step, attempt, n)`; purged with their run) and
+/// `schema_migrations`. Run and lease ids are `uuid`s
 /// holding the ULID's 16 bytes. A row that does not decode is
 /// [`StoreError::Corrupt`] for the operations that read it; other runs are
 /// unaffected.
@@ -682,6 +686,7 @@ async fn backoff(attempt: u32) {
 fn append_keys(run: RunId, events: &[EventData]) -> Vec<Key> {
     let mut keys = vec![Key::Queue(run)];
     let mut hooks = false;
+    let mut streams = false;
     for e in events {
         if let Some(id) = e.correlation_id() {
             keys.push(Key::Op(run, id.clone()));
@@ -695,9 +700,19 @@ fn append_keys(run: RunId, events: &[EventData]) -> Vec<Key> {
                 kind,
                 EventKind::HookCreated | EventKind::HookResponded | EventKind::HookDisposed
             );
+        // A step's outcome settles its pending stream chunks; a run's end
+        // closes its streams.
+        streams |= kind.is_run_terminal()
+            || matches!(
+                kind,
+                EventKind::StepCompleted | EventKind::StepFailed | EventKind::StepRetrying
+            );
     }
     if hooks {
         keys.push(Key::Hooks(run));
+    }
+    if streams {
+        keys.push(Key::Streams(run));
     }
     keys
 }
@@ -968,5 +983,73 @@ impl Store for PostgresStore {
         self.inner
             .notifications
             .then(|| self.inner.feed.subscribe())
+    }
+
+    /// One transaction on the run's locked row: the chunk rows and the
+    /// run's streams record are written together.
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        let step = writer.step.clone();
+        self.write(
+            "write_stream",
+            Target::Run(run),
+            |id| vec![Key::Queue(id), Key::Op(id, step.clone()), Key::Streams(id)],
+            |st| apply::write_stream(st, run, writer, write.clone(), fence),
+        )
+        .await
+    }
+
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        let client = self.client().await?;
+        let rows = view::query(
+            &client,
+            &self.inner.sql.streams_get,
+            &[&Uuid(run.as_u128())],
+        )
+        .await
+        .map_err(|e| pg::backend("reading streams", e))?;
+        rows.first()
+            .map(|r| view::decode_streams(run, r))
+            .transpose()
+    }
+
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (streams, steps, attempts, ns) = view::chunk_key_arrays(keys.iter());
+        let client = self.client().await?;
+        let rows = view::query(
+            &client,
+            &self.inner.sql.chunks_get,
+            &[&Uuid(run.as_u128()), &streams, &steps, &attempts, &ns],
+        )
+        .await
+        .map_err(|e| pg::backend("reading stream chunks", e))?;
+        if rows.len() != keys.len() {
+            return Err(pg::corrupt(
+                "stream chunks",
+                format!("chunks/{run}"),
+                format!("{} rows for {} keys", rows.len(), keys.len()),
+            ));
+        }
+        rows.iter()
+            .map(|row| {
+                row.try_get::<_, Option<Vec<u8>>>(0)
+                    .map(|b| b.map(Payload::from))
+                    .map_err(|e| {
+                        pg::corrupt("stream chunk", format!("chunks/{run}"), e.to_string())
+                    })
+            })
+            .collect()
     }
 }

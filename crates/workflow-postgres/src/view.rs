@@ -15,10 +15,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use workflow_store::backend::{Changes, ReadView};
-use workflow_store::backend::{OpKind, OpState, QueueEntry, TokenOwner};
+use workflow_store::backend::{ChunkKey, OpKind, OpState, QueueEntry, RunStreams, TokenOwner};
 use workflow_store::{
-    codec, CorrelationId, ErrorRecord, Event, HookRecord, HookToken, Lease, LeaseId, RunId,
-    RunRecord, RunStatus, StoreError, Timestamp,
+    codec, CorrelationId, ErrorRecord, Event, HookRecord, HookToken, Lease, LeaseId, Payload,
+    RunId, RunRecord, RunStatus, StoreError, Timestamp,
 };
 
 use crate::pg::{self, corrupt, to_i64, to_u64, Uuid};
@@ -98,6 +98,8 @@ pub(crate) enum Key {
     Hooks(RunId),
     /// A run's queue row, locked `FOR UPDATE`.
     Queue(RunId),
+    /// A run's streams record.
+    Streams(RunId),
 }
 
 /// What a write has read, as of its transaction; the [`ReadView`] of `apply`.
@@ -109,6 +111,7 @@ pub(crate) struct View {
     pub(crate) tokens: HashMap<HookToken, Option<TokenOwner>>,
     hooks: HashMap<RunId, Vec<HookRecord>>,
     pub(crate) queue: HashMap<RunId, Option<QueueEntry>>,
+    streams: HashMap<RunId, Option<RunStreams>>,
     missing: Vec<Key>,
 }
 
@@ -134,6 +137,7 @@ impl View {
             Key::Token(t) => self.tokens.contains_key(t),
             Key::Hooks(r) => self.hooks.contains_key(r),
             Key::Queue(r) => self.queue.contains_key(r),
+            Key::Streams(r) => self.streams.contains_key(r),
         }
     }
 }
@@ -175,6 +179,12 @@ impl ReadView for View {
             None => Err(self.miss(Key::Queue(run))),
         }
     }
+    fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        match self.streams.get(&run) {
+            Some(s) => Ok(s.clone()),
+            None => Err(self.miss(Key::Streams(run))),
+        }
+    }
 }
 
 /// How to take in the rows of one statement of a [`Batch`].
@@ -193,6 +203,8 @@ enum Decode {
     Hooks(RunId),
     /// A run's queue row.
     Queue(RunId),
+    /// A run's streams record.
+    Streams(RunId),
 }
 
 /// Statements sent together, and how their rows go into a [`View`].
@@ -247,6 +259,11 @@ impl<'a> Batch<'a> {
                 Key::Queue(run) => {
                     self.steps.push(Step::Query(&sql.queue_lock, vec![id(run)]));
                     self.decodes.push(Decode::Queue(run));
+                }
+                Key::Streams(run) => {
+                    self.steps
+                        .push(Step::Query(&sql.streams_get, vec![id(run)]));
+                    self.decodes.push(Decode::Streams(run));
                 }
             }
         }
@@ -322,6 +339,10 @@ impl<'a> Batch<'a> {
                 Decode::Queue(run) => {
                     let q = rows.first().map(decode_queue).transpose()?.map(|(_, e)| e);
                     view.queue.insert(run, q);
+                }
+                Decode::Streams(run) => {
+                    let s = rows.first().map(|r| decode_streams(run, r)).transpose()?;
+                    view.streams.insert(run, s);
                 }
             }
         }
@@ -462,6 +483,34 @@ pub(crate) fn decode_hook(run: RunId, row: &Row) -> Result<HookRecord, StoreErro
         key: key(),
         source,
     })
+}
+
+/// A `streams` row (`record`) of `run`.
+pub(crate) fn decode_streams(run: RunId, row: &Row) -> Result<RunStreams, StoreError> {
+    let key = || format!("streams/{run}");
+    let record: &[u8] = col(row, 0, "streams record", &key)?;
+    codec::decode_record(record).map_err(|source| StoreError::Corrupt {
+        what: "streams record",
+        key: key(),
+        source,
+    })
+}
+
+/// The key columns of chunk rows as arrays: stream, step, attempt, number.
+pub(crate) type ChunkKeyArrays = (Vec<String>, Vec<String>, Vec<i64>, Vec<i64>);
+
+/// The key columns of chunk rows, as the arrays the chunk statements take
+/// (`$2` to `$5`: stream, step, attempt, number).
+pub(crate) fn chunk_key_arrays<'k>(keys: impl Iterator<Item = &'k ChunkKey>) -> ChunkKeyArrays {
+    let (mut streams, mut steps, mut attempts, mut ns) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for k in keys {
+        streams.push(k.stream.as_str().to_owned());
+        steps.push(k.writer.step.as_str().to_owned());
+        attempts.push(i64::from(k.writer.attempt));
+        ns.push(to_i64(k.n));
+    }
+    (streams, steps, attempts, ns)
 }
 
 /// A `queue` row (columns as in `schema::QUEUE_COLS`).
@@ -668,6 +717,59 @@ pub(crate) fn write_steps<'a>(
                 ],
             ),
         });
+    }
+
+    for (run, streams) in &changes.streams {
+        steps.push(Step::Query(
+            &sql.streams_upsert,
+            vec![p(Uuid(run.as_u128())), p(codec::encode_record(streams)?)],
+        ));
+    }
+
+    // Chunk rows: the last write of each key counts (a row written and
+    // deleted in one change set is deleted).
+    let mut chunks: BTreeMap<(RunId, &ChunkKey), Option<&Payload>> = BTreeMap::new();
+    for (run, key, payload) in &changes.chunks {
+        chunks.insert((*run, key), payload.as_ref());
+    }
+    type Rows<'c> = (Vec<(&'c ChunkKey, &'c Payload)>, Vec<&'c ChunkKey>);
+    let mut by_run: BTreeMap<RunId, Rows<'_>> = BTreeMap::new();
+    for ((run, key), payload) in chunks {
+        let (puts, dels) = by_run.entry(run).or_default();
+        match payload {
+            Some(payload) => puts.push((key, payload)),
+            None => dels.push(key),
+        }
+    }
+    for (run, (puts, dels)) in by_run {
+        if !puts.is_empty() {
+            let (streams, steps_, attempts, ns) = chunk_key_arrays(puts.iter().map(|(k, _)| *k));
+            let payloads: Vec<Vec<u8>> = puts.iter().map(|(_, v)| v.as_bytes().to_vec()).collect();
+            steps.push(Step::Query(
+                &sql.chunks_upsert,
+                vec![
+                    p(Uuid(run.as_u128())),
+                    p(streams),
+                    p(steps_),
+                    p(attempts),
+                    p(ns),
+                    p(payloads),
+                ],
+            ));
+        }
+        if !dels.is_empty() {
+            let (streams, steps_, attempts, ns) = chunk_key_arrays(dels.into_iter());
+            steps.push(Step::Query(
+                &sql.chunks_delete,
+                vec![
+                    p(Uuid(run.as_u128())),
+                    p(streams),
+                    p(steps_),
+                    p(attempts),
+                    p(ns),
+                ],
+            ));
+        }
     }
     Ok(steps)
 }

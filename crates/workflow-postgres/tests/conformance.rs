@@ -133,3 +133,8 @@ fn postgres_listing() {
 fn postgres_purge() {
     run("postgres_purge", Category::Purge);
 }
+
+#[test]
+fn postgres_streams() {
+    run("postgres_streams", Category::Streams);
+}

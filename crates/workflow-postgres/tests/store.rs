@@ -241,6 +241,8 @@ async fn a_version_1_schema_is_migrated_with_its_queue() {
              DROP INDEX \"{schema}\".runs_workflow_id;
              DROP INDEX \"{schema}\".runs_workflow_status_id;
              DROP INDEX \"{schema}\".tokens_run_id;
+             DROP TABLE \"{schema}\".streams;
+             DROP TABLE \"{schema}\".chunks;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 2;"
         ),
     )
@@ -318,6 +320,8 @@ async fn a_version_2_schema_gets_the_webhook_modes_of_its_live_tokens() {
              DROP INDEX \"{schema}\".runs_workflow_id;
              DROP INDEX \"{schema}\".runs_workflow_status_id;
              DROP INDEX \"{schema}\".tokens_run_id;
+             DROP TABLE \"{schema}\".streams;
+             DROP TABLE \"{schema}\".chunks;
              DELETE FROM \"{schema}\".schema_migrations WHERE version >= 3;"
         ),
     )

@@ -22,6 +22,9 @@ use crate::record::{
     millis, Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpKind, OpState, PurgeQuery,
     QueueEntry, Resumed, RunRecord, RunStatus, TokenOwner,
 };
+use crate::stream::{
+    ChunkKey, ChunkWriter, RunStreams, Segment, StreamName, StreamWrite, MAX_CHUNK_BYTES,
+};
 
 /// Reads by key, as of the start of the write (inside the backend's transaction).
 pub trait ReadView {
@@ -37,6 +40,8 @@ pub trait ReadView {
     fn run_hooks(&mut self, run: RunId) -> Result<Vec<HookRecord>, StoreError>;
     /// A run's queue entry.
     fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError>;
+    /// A run's streams record (`None`: it never wrote to a stream).
+    fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError>;
 }
 
 /// Everything one write operation changes, to be committed atomically.
@@ -61,6 +66,10 @@ pub struct Changes {
     /// listed operations, the hook list. Their tokens and queue entries are
     /// deleted through `tokens` and `queue` above.
     pub purged: BTreeMap<RunId, PurgedRun>,
+    /// Full replacement of a run's streams record.
+    pub streams: BTreeMap<RunId, RunStreams>,
+    /// Stream chunk rows to write (`Some`) or delete (`None`).
+    pub chunks: Vec<(RunId, ChunkKey, Option<Payload>)>,
     /// Notifications to publish after the commit.
     pub notify: Vec<Change>,
 }
@@ -73,6 +82,9 @@ pub struct PurgedRun {
     pub record: RunRecord,
     /// The correlation ids of its operations.
     pub ops: Vec<CorrelationId>,
+    /// Its streams record, if it has one: the record and every chunk row it
+    /// names ([`RunStreams::chunk_keys`]) are deleted.
+    pub streams: Option<RunStreams>,
 }
 
 impl Changes {
@@ -85,6 +97,8 @@ impl Changes {
             && self.run_hooks.is_empty()
             && self.queue.is_empty()
             && self.purged.is_empty()
+            && self.streams.is_empty()
+            && self.chunks.is_empty()
     }
 }
 
@@ -93,6 +107,8 @@ pub struct Staged<'a, R: ReadView + ?Sized> {
     view: &'a mut R,
     changes: Changes,
     now: Timestamp,
+    /// The attempt of each step's latest `step_started` in this write.
+    started: BTreeMap<(RunId, CorrelationId), u32>,
 }
 
 impl<'a, R: ReadView + ?Sized> Staged<'a, R> {
@@ -102,6 +118,7 @@ impl<'a, R: ReadView + ?Sized> Staged<'a, R> {
             view,
             changes: Changes::default(),
             now,
+            started: BTreeMap::new(),
         }
     }
 
@@ -147,6 +164,13 @@ impl<'a, R: ReadView + ?Sized> Staged<'a, R> {
             return Ok(hooks.clone());
         }
         self.view.run_hooks(run)
+    }
+
+    fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        if let Some(s) = self.changes.streams.get(&run) {
+            return Ok(Some(s.clone()));
+        }
+        self.view.streams(run)
     }
 
     fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError> {
@@ -410,6 +434,7 @@ fn apply_event(
                 _ => None,
             };
             release_hooks(st, run_id)?;
+            close_streams(st, run_id)?;
             st.delete_queue(run_id)?;
         }
         _ => return apply_op_event(st, run_id, data, at),
@@ -494,6 +519,14 @@ fn apply_op_event(
                     run: run_id,
                     step: id,
                 });
+            }
+            match &data {
+                EventData::StepStarted { attempt, .. } => {
+                    st.started.insert((run_id, id.clone()), *attempt);
+                }
+                EventData::StepCompleted { .. } => settle_attempt(st, run_id, &id, true)?,
+                // `step_retrying`, `step_failed`: only successful attempts are seen.
+                _ => settle_attempt(st, run_id, &id, false)?,
             }
             let mut entry = st.queue(run_id)?;
             let had_timer = entry.as_ref().is_some_and(|e| e.timers.contains_key(&id));
@@ -750,10 +783,20 @@ pub fn purge(
                 st.changes.tokens.insert(hook.token, None);
             }
         }
+        let streams = st.streams(id)?;
         st.delete_queue(id)?;
         st.changes.runs.remove(&id);
         st.changes.run_hooks.remove(&id);
-        st.changes.purged.insert(id, PurgedRun { record, ops });
+        st.changes.streams.remove(&id);
+        st.changes.chunks.retain(|(run, _, _)| *run != id);
+        st.changes.purged.insert(
+            id,
+            PurgedRun {
+                record,
+                ops,
+                streams,
+            },
+        );
         purged.push(id);
     }
     Ok(purged)
@@ -842,4 +885,207 @@ pub fn release_lease(
         entry.wake_due = None;
     }
     st.put_queue(lease.run_id, entry)
+}
+
+/// Stores chunks of a step attempt's share of a stream, pending until the
+/// attempt is recorded (see [`crate::Store::write_stream`] and the
+/// [`crate::stream`] module docs).
+pub fn write_stream(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    writer: &ChunkWriter,
+    write: StreamWrite,
+    fence: Option<LeaseId>,
+) -> Result<(), StoreError> {
+    live_run(st, run_id)?;
+    let refuse = |reason: String| StoreError::InvalidStreamWrite {
+        run: run_id,
+        stream: write.stream.clone(),
+        reason,
+    };
+    if let Some(fence) = fence {
+        let holds = st
+            .queue(run_id)?
+            .and_then(|e| e.lease)
+            .is_some_and(|l| l.id == fence);
+        if !holds {
+            return Err(StoreError::LeaseLost { run: run_id });
+        }
+    }
+    if writer.attempt == 0 {
+        return Err(refuse("attempts are counted from 1".into()));
+    }
+    if st.op(run_id, &writer.step)?.is_some_and(|op| op.closed) {
+        return Err(refuse(format!("step {} is already recorded", writer.step)));
+    }
+    if let Some(big) = write.chunks.iter().find(|c| c.len() > MAX_CHUNK_BYTES) {
+        return Err(refuse(format!(
+            "a chunk of {} bytes is larger than {MAX_CHUNK_BYTES}",
+            big.len()
+        )));
+    }
+    let count = u64::try_from(write.chunks.len())
+        .ok()
+        .and_then(|n| write.first.checked_add(n))
+        .ok_or_else(|| refuse("chunk numbers overflow".into()))?;
+    let mut streams = st.streams(run_id)?.unwrap_or_default();
+    if streams
+        .settled
+        .get(&writer.step)
+        .is_some_and(|&a| a >= writer.attempt)
+    {
+        return Err(refuse(format!(
+            "attempt {} of step {} is already recorded",
+            writer.attempt, writer.step
+        )));
+    }
+    let stream = streams.streams.entry(write.stream.clone()).or_default();
+    let share = stream.pending.entry(writer.clone()).or_default();
+    share.count = share.count.max(count);
+    share.close |= write.close;
+    if let Some(token) = write.grant {
+        if !share.grants.contains(&token) {
+            share.grants.push(token);
+        }
+    }
+    for (n, chunk) in (write.first..).zip(write.chunks) {
+        st.changes.chunks.push((
+            run_id,
+            ChunkKey {
+                stream: write.stream.clone(),
+                writer: writer.clone(),
+                n,
+            },
+            Some(chunk),
+        ));
+    }
+    st.changes.streams.insert(run_id, streams);
+    Ok(())
+}
+
+/// Settles the pending shares of a step whose outcome is being recorded:
+/// with `commit`, the recorded attempt's shares become segments of their
+/// streams; every other pending share of the step is discarded.
+fn settle_attempt(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    step: &CorrelationId,
+    commit: bool,
+) -> Result<(), StoreError> {
+    let Some(mut streams) = st.streams(run_id)? else {
+        return Ok(());
+    };
+    // The attempt recorded is the one started in this write (the driver
+    // records `step_started` with the outcome); failing that, the latest
+    // attempt that wrote.
+    let latest_pending = streams
+        .streams
+        .values()
+        .flat_map(|s| s.pending.keys())
+        .filter(|w| w.step == *step)
+        .map(|w| w.attempt)
+        .max();
+    let attempt = st
+        .started
+        .get(&(run_id, step.clone()))
+        .copied()
+        .or(latest_pending);
+    let Some(attempt) = attempt else {
+        return Ok(());
+    };
+    let mut notify = Vec::new();
+    let mut discard = Vec::new();
+    for (name, stream) in streams.streams.iter_mut() {
+        let mine: Vec<ChunkWriter> = stream
+            .pending
+            .keys()
+            .filter(|w| w.step == *step)
+            .cloned()
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        for writer in mine {
+            let Some(share) = stream.pending.remove(&writer) else {
+                continue;
+            };
+            if commit && writer.attempt == attempt && !stream.closed {
+                if share.count > 0 {
+                    stream.segments.push(Segment {
+                        writer,
+                        base: stream.len,
+                        count: share.count,
+                    });
+                    stream.len += share.count;
+                }
+                stream.closed |= share.close;
+                for g in share.grants {
+                    if !stream.grants.contains(&g) {
+                        stream.grants.push(g);
+                    }
+                }
+                notify.push(Change::Stream {
+                    run: run_id,
+                    stream: name.clone(),
+                    len: stream.len,
+                    closed: stream.closed,
+                });
+            } else {
+                discard.push((name.clone(), writer, share.count));
+            }
+        }
+    }
+    discard_shares(st, run_id, discard);
+    let settled = streams.settled.entry(step.clone()).or_insert(0);
+    *settled = (*settled).max(attempt);
+    st.changes.notify.extend(notify);
+    st.changes.streams.insert(run_id, streams);
+    Ok(())
+}
+
+/// Closes the streams of a run that ends, and discards what is pending.
+fn close_streams(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+) -> Result<(), StoreError> {
+    let Some(mut streams) = st.streams(run_id)? else {
+        return Ok(());
+    };
+    let mut discard = Vec::new();
+    for (name, stream) in streams.streams.iter_mut() {
+        for (writer, share) in std::mem::take(&mut stream.pending) {
+            discard.push((name.clone(), writer, share.count));
+        }
+        if !stream.closed && stream.is_visible() {
+            stream.closed = true;
+            st.changes.notify.push(Change::Stream {
+                run: run_id,
+                stream: name.clone(),
+                len: stream.len,
+                closed: true,
+            });
+        }
+    }
+    streams.streams.retain(|_, s| s.is_visible());
+    discard_shares(st, run_id, discard);
+    st.changes.streams.insert(run_id, streams);
+    Ok(())
+}
+
+/// Stages the deletion of discarded shares' chunk rows.
+fn discard_shares(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    shares: Vec<(StreamName, ChunkWriter, u64)>,
+) {
+    for (stream, writer, count) in shares {
+        for n in 0..count {
+            let key = ChunkKey {
+                stream: stream.clone(),
+                writer: writer.clone(),
+                n,
+            };
+            st.changes.chunks.push((run_id, key, None));
+        }
+    }
 }

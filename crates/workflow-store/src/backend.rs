@@ -40,7 +40,8 @@
 
 pub use crate::apply::{
     append, create_run, create_run_leased, purge, release_lease, renew_lease, resume_hook,
-    resume_webhook, try_lease, wake, Changes, PurgedRun, ReadView, Staged,
+    resume_webhook, try_lease, wake, write_stream, Changes, PurgedRun, ReadView, Staged,
 };
 pub use crate::record::{OpKind, OpState, QueueEntry, TokenOwner};
 pub use crate::store::purge_candidates;
+pub use crate::stream::{ChunkKey, PendingShare, RunStreams, Segment, StreamState};

@@ -21,6 +21,17 @@ pub enum StoreError {
         /// The id.
         run: RunId,
     },
+    /// A stream write that cannot be accepted: its attempt was already
+    /// recorded, a chunk is too large, or the numbering does not fit.
+    #[error("run {run} cannot take this write to stream {stream}: {reason}")]
+    InvalidStreamWrite {
+        /// The run.
+        run: RunId,
+        /// The stream.
+        stream: crate::stream::StreamName,
+        /// Why not.
+        reason: String,
+    },
     /// The run has ended; it accepts no more writes.
     #[error("run {run} is {status} and accepts no more events")]
     RunTerminal {

@@ -268,4 +268,32 @@ impl<S: Store> Store for FaultyStore<S> {
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         self.inner.subscribe()
     }
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &crate::stream::ChunkWriter,
+        write: crate::stream::StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        self.faulted(
+            "write_stream",
+            self.inner.write_stream(run, writer, write, fence),
+        )
+        .await
+    }
+    async fn run_streams(
+        &self,
+        run: RunId,
+    ) -> Result<Option<crate::stream::RunStreams>, StoreError> {
+        self.faulted("run_streams", self.inner.run_streams(run))
+            .await
+    }
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[crate::stream::ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        self.faulted("read_chunks", self.inner.read_chunks(run, keys))
+            .await
+    }
 }

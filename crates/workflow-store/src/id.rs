@@ -322,6 +322,12 @@ pub enum IdError {
         /// Its byte offset.
         position: usize,
     },
+    /// A stream name that is empty, too long or has a character outside `A-Z a-z 0-9 - . _ ~`.
+    #[error("invalid stream name: {reason}")]
+    InvalidStreamName {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Deserializes exactly 16 bytes from a CBOR byte string.

@@ -14,6 +14,7 @@ use crate::error::StoreError;
 use crate::event::{Event, Timestamp};
 use crate::id::{CorrelationId, RunId};
 use crate::record::{QueueEntry, RunStatus};
+use crate::stream::ChunkKey;
 
 /// A table (sled tree, redb table) of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,11 +39,15 @@ pub(crate) enum Table {
     /// and `1 ++ name ++ status code ++ run_id` -> empty, where `name` is
     /// the workflow name's length (2 bytes) and bytes.
     Workflows,
+    /// Each run's streams record: `run_id` -> `RunStreams`.
+    Streams,
+    /// Stream chunk rows: [`chunk_key`] -> the payload's bytes.
+    Chunks,
 }
 
 impl Table {
     /// Every table that [`encode_changes`] writes to.
-    pub(crate) const ALL: [Table; 9] = [
+    pub(crate) const ALL: [Table; 11] = [
         Table::Runs,
         Table::Events,
         Table::Ops,
@@ -52,6 +57,8 @@ impl Table {
         Table::Due,
         Table::Status,
         Table::Workflows,
+        Table::Streams,
+        Table::Chunks,
     ];
 
     /// The table's (tree's) name.
@@ -66,6 +73,8 @@ impl Table {
             Table::Due => "due",
             Table::Status => "status",
             Table::Workflows => "workflows",
+            Table::Streams => "streams",
+            Table::Chunks => "chunks",
         }
     }
 }
@@ -162,6 +171,26 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<Write>, StoreError
             w.push((Table::Ops, op_key(*id, op), None));
         }
         w.push((Table::RunHooks, run_key(*id).to_vec(), None));
+        if let Some(streams) = &purged.streams {
+            w.push((Table::Streams, run_key(*id).to_vec(), None));
+            for key in streams.chunk_keys() {
+                w.push((Table::Chunks, chunk_key(*id, &key), None));
+            }
+        }
+    }
+    for (run, streams) in &changes.streams {
+        w.push((
+            Table::Streams,
+            run_key(*run).to_vec(),
+            Some(encode(streams)?),
+        ));
+    }
+    for (run, key, payload) in &changes.chunks {
+        w.push((
+            Table::Chunks,
+            chunk_key(*run, key),
+            payload.as_ref().map(|p| p.as_bytes().to_vec()),
+        ));
     }
     for (run, event) in &changes.events {
         w.push((
@@ -238,7 +267,20 @@ pub(crate) fn listing_index(
 /// Length of a due-index key.
 pub(crate) const DUE_KEY_LEN: usize = 8 + 16;
 
-/// Key of a run in [`Table::Runs`], [`Table::RunHooks`] and [`Table::Queue`].
+/// Key of a chunk row in [`Table::Chunks`]: the run, the stream's and the
+/// step's names (length-prefixed), the attempt and the chunk's number.
+pub(crate) fn chunk_key(run: RunId, key: &ChunkKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + 4 + key.stream.as_str().len() + 32);
+    k.extend_from_slice(&run_key(run));
+    put_name(&mut k, key.stream.as_str());
+    put_name(&mut k, key.writer.step.as_str());
+    k.extend_from_slice(&key.writer.attempt.to_be_bytes());
+    k.extend_from_slice(&key.n.to_be_bytes());
+    k
+}
+
+/// Key of a run in [`Table::Runs`], [`Table::RunHooks`], [`Table::Queue`]
+/// and [`Table::Streams`].
 pub(crate) fn run_key(run: RunId) -> [u8; 16] {
     run.to_bytes()
 }

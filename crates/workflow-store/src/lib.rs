@@ -7,6 +7,7 @@
 //! - [`event`]: every [`EventKind`] and its data ([`EventData`]);
 //! - [`codec`]: CBOR records in a versioned envelope;
 //! - [`Store`]: the trait a backend implements, with the invariants it keeps;
+//! - [`stream`]: durable output streams, their chunks and who may read them;
 //! - [`backend`]: for backend authors, those invariants written once
 //!   (`apply` rules over a read view, committed as one change set) and the
 //!   projections a backend keeps;
@@ -31,6 +32,7 @@ pub mod id;
 mod memory;
 mod record;
 mod store;
+pub mod stream;
 
 #[cfg(any(feature = "sled", feature = "redb"))]
 mod kv;
@@ -59,7 +61,10 @@ pub use record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
     RunRecord, RunStatus,
 };
-pub use store::{Store, READ_PAGE};
+pub use store::{Store, READ_PAGE, STREAM_PAGE};
+pub use stream::{
+    ChunkWriter, StreamInfo, StreamName, StreamPage, StreamToken, StreamWrite, DEFAULT_STREAM,
+};
 
 #[cfg(feature = "redb")]
 pub use redb_store::{RedbConfig, RedbStore};

@@ -22,6 +22,7 @@ use crate::record::{
     QueueEntry, Resumed, RunQuery, RunRecord, RunStatus, TokenOwner,
 };
 use crate::store::{purge_candidates, Store};
+use crate::stream::{ChunkKey, ChunkWriter, RunStreams, StreamWrite};
 use std::ops::Bound::{Excluded, Unbounded};
 
 /// Capacity of the change feed; a receiver that falls further behind polls.
@@ -65,6 +66,10 @@ struct State {
     by_status: [BTreeSet<RunId>; RunStatus::ALL.len()],
     /// Run ids by workflow.
     by_workflow: HashMap<String, BTreeSet<RunId>>,
+    /// Each run's streams record.
+    streams: HashMap<RunId, RunStreams>,
+    /// Stream chunk rows.
+    chunks: HashMap<(RunId, ChunkKey), Payload>,
 }
 
 impl ReadView for State {
@@ -89,6 +94,9 @@ impl ReadView for State {
     }
     fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError> {
         Ok(self.queue.get(&run).cloned())
+    }
+    fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        Ok(self.streams.get(&run).cloned())
     }
 }
 
@@ -124,6 +132,19 @@ impl State {
                 self.ops.remove(&(id, op));
             }
             self.run_hooks.remove(&id);
+            self.streams.remove(&id);
+            if let Some(streams) = purged.streams {
+                for key in streams.chunk_keys() {
+                    self.chunks.remove(&(id, key));
+                }
+            }
+        }
+        self.streams.extend(std::mem::take(&mut changes.streams));
+        for (run, key, payload) in std::mem::take(&mut changes.chunks) {
+            match payload {
+                Some(p) => self.chunks.insert((run, key), p),
+                None => self.chunks.remove(&(run, key)),
+            };
         }
         for (run, event) in std::mem::take(&mut changes.events) {
             self.events.entry(run).or_default().push(event);
@@ -369,6 +390,32 @@ impl Store for MemoryStore {
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         Some(self.inner.changes.subscribe())
+    }
+
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        self.write(|st| apply::write_stream(st, run, writer, write, fence))
+    }
+
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        Ok(self.lock().streams.get(&run).cloned())
+    }
+
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        let state = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| state.chunks.get(&(run, k.clone())).cloned())
+            .collect())
     }
 }
 

@@ -389,6 +389,18 @@ pub enum Change {
         /// Its new status.
         status: RunStatus,
     },
+    /// A stream of a run got chunks or was closed, in the write that
+    /// recorded the step attempt that wrote them (or ended the run).
+    Stream {
+        /// The run.
+        run: RunId,
+        /// The stream.
+        stream: crate::stream::StreamName,
+        /// Its committed length now.
+        len: u64,
+        /// Whether it is closed now.
+        closed: bool,
+    },
     /// A run has work due at `at` (perhaps now).
     Due {
         /// The run.

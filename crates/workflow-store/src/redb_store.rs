@@ -176,6 +176,7 @@ use crate::record::{
     RunRecord,
 };
 use crate::store::{purge_candidates, Store};
+use crate::stream::{ChunkKey, ChunkWriter, RunStreams, StreamWrite};
 use crate::wal::Wal;
 
 /// The name of the database file in the store's directory.
@@ -661,6 +662,41 @@ impl Store for RedbStore {
         self.read("listing hooks", Some(format!("run {run}")), move |inner| {
             inner.list_hooks(run)
         })
+        .await
+    }
+
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        let writer = writer.clone();
+        self.write(move |st| apply::write_stream(st, run, &writer, write, fence))
+            .await
+    }
+
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        self.read(
+            "reading streams",
+            Some(format!("run {run}")),
+            move |inner| inner.run_streams(run),
+        )
+        .await
+    }
+
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(
+            "reading stream chunks",
+            Some(format!("run {run}")),
+            move |inner| inner.chunks(run, &keys),
+        )
         .await
     }
 

@@ -282,6 +282,7 @@ use crate::wal::{Wal, CHECKPOINT_BYTES};
 /// Batches after which the store makes a checkpoint even if its write-ahead
 /// log is still small (bounds what a reopening replays).
 const CHECKPOINT_BATCHES: u64 = 4096;
+use crate::stream::{ChunkKey, ChunkWriter, RunStreams, StreamWrite};
 
 /// Default for [`SledConfig::cache_capacity`]: 256 MiB.
 const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
@@ -759,6 +760,8 @@ fn open_sled(
         due: tree(layout::DUE)?,
         status: tree(layout::STATUS)?,
         workflows: tree(layout::WORKFLOWS)?,
+        streams: tree(layout::STREAMS)?,
+        chunks: tree(layout::CHUNKS)?,
     };
     check_layout(&db, &tree(layout::META)?, &trees, path)?;
     Ok((db, trees))
@@ -1275,6 +1278,43 @@ impl Store for SledStore {
                 inner.require_run(run)?;
                 inner.run_hooks(run)
             },
+        )
+        .await
+    }
+
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        let writer = writer.clone();
+        self.write(move |st| apply::write_stream(st, run, &writer, write.clone(), fence))
+            .await
+    }
+
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        self.read(
+            "reading streams",
+            Some(format!("run {run}")),
+            vec![Read::Run(run)],
+            move |inner, _| inner.run_streams(run),
+        )
+        .await
+    }
+
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(
+            "reading stream chunks",
+            Some(format!("run {run}")),
+            vec![Read::Run(run)],
+            move |inner, _| inner.chunks(run, &keys),
         )
         .await
     }

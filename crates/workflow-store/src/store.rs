@@ -18,6 +18,12 @@ use crate::record::{
     Appended, Change, CreatedRun, HookRecord, Lease, NewRun, PurgeQuery, Purged, Resumed, RunQuery,
     RunRecord,
 };
+use crate::stream::{
+    ChunkKey, ChunkWriter, RunStreams, StreamInfo, StreamName, StreamPage, StreamToken, StreamWrite,
+};
+
+/// How many chunks [`Store::read_stream`] returns at most per call.
+pub const STREAM_PAGE: usize = 256;
 
 /// How many events [`Store::read_log`] asks for per page.
 pub const READ_PAGE: usize = 1024;
@@ -177,6 +183,109 @@ pub trait Store: Send + Sync + 'static {
     /// The store's current time, as used for timestamps and due times.
     fn now(&self) -> Timestamp;
 
+    /// Stores chunks a step attempt writes to a stream of its run, pending:
+    /// readers see them once the append recording the attempt's
+    /// `step_completed` commits them, and never if it records
+    /// `step_retrying` or `step_failed` (see [`crate::stream`]). Chunk numbers
+    /// are the writer's: writing a number again stores the same row again.
+    ///
+    /// With `fence`, only while that lease holds the run. Refused
+    /// ([`StoreError::InvalidStreamWrite`]) once the attempt is recorded.
+    /// A backend without streams refuses every write (the default).
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        let _ = (writer, fence);
+        Err(StoreError::InvalidStreamWrite {
+            run,
+            stream: write.stream,
+            reason: "this store does not keep streams".into(),
+        })
+    }
+
+    /// A run's streams record, as the write rules keep it (`None`: no
+    /// stream was ever written). For backend authors; readers use
+    /// [`read_stream`](Store::read_stream) and
+    /// [`list_streams`](Store::list_streams).
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        let _ = run;
+        Ok(None)
+    }
+
+    /// The payloads of chunk rows of a run, in the order asked (`None`: no such row).
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<crate::event::Payload>>, StoreError> {
+        let _ = run;
+        Ok(vec![None; keys.len()])
+    }
+
+    /// Up to `limit` (at most [`STREAM_PAGE`]) committed chunks of a stream
+    /// from index `from`, with its length and whether it is closed; `None`
+    /// if the run or stream is unknown (a stream with only pending chunks is
+    /// unknown).
+    async fn read_stream(
+        &self,
+        run: RunId,
+        stream: &StreamName,
+        from: u64,
+        limit: usize,
+    ) -> Result<Option<StreamPage>, StoreError> {
+        let Some(streams) = self.run_streams(run).await? else {
+            return Ok(None);
+        };
+        let Some(state) = streams.streams.get(stream).filter(|s| s.is_visible()) else {
+            return Ok(None);
+        };
+        let keys = state.keys_from(stream, from, limit.clamp(1, STREAM_PAGE));
+        let rows: Vec<ChunkKey> = keys.iter().map(|(_, k)| k.clone()).collect();
+        let payloads = self.read_chunks(run, &rows).await?;
+        let mut chunks = Vec::with_capacity(keys.len());
+        for ((index, key), payload) in keys.into_iter().zip(payloads) {
+            let payload = payload.ok_or_else(|| StoreError::Damaged {
+                location: format!(
+                    "chunk {index} of stream {} of run {run} (step {} attempt {} number {})",
+                    key.stream, key.writer.step, key.writer.attempt, key.n
+                ),
+                detail: "the stream's record names a chunk whose row is missing".into(),
+            })?;
+            chunks.push((index, payload));
+        }
+        Ok(Some(StreamPage {
+            chunks,
+            len: state.len,
+            closed: state.closed,
+        }))
+    }
+
+    /// A run's streams that readers can see, by name.
+    async fn list_streams(&self, run: RunId) -> Result<Vec<StreamInfo>, StoreError> {
+        Ok(self
+            .run_streams(run)
+            .await?
+            .map(|s| s.infos())
+            .unwrap_or_default())
+    }
+
+    /// Whether `token` is a committed read grant of the run's stream.
+    async fn stream_readable_with(
+        &self,
+        run: RunId,
+        stream: &StreamName,
+        token: &StreamToken,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .run_streams(run)
+            .await?
+            .is_some_and(|s| s.grants(stream, token)))
+    }
+
     /// A feed of changes, if the backend has one; `None` means poll.
     /// A lagging receiver misses changes and should poll once.
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
@@ -274,6 +383,45 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         (**self).subscribe()
+    }
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        (**self).write_stream(run, writer, write, fence).await
+    }
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        (**self).run_streams(run).await
+    }
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<crate::event::Payload>>, StoreError> {
+        (**self).read_chunks(run, keys).await
+    }
+    async fn read_stream(
+        &self,
+        run: RunId,
+        stream: &StreamName,
+        from: u64,
+        limit: usize,
+    ) -> Result<Option<StreamPage>, StoreError> {
+        (**self).read_stream(run, stream, from, limit).await
+    }
+    async fn list_streams(&self, run: RunId) -> Result<Vec<StreamInfo>, StoreError> {
+        (**self).list_streams(run).await
+    }
+    async fn stream_readable_with(
+        &self,
+        run: RunId,
+        stream: &StreamName,
+        token: &StreamToken,
+    ) -> Result<bool, StoreError> {
+        (**self).stream_readable_with(run, stream, token).await
     }
 }
 

@@ -51,6 +51,12 @@ impl ReadView for Tables {
     fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError> {
         Ok(self.queue.get(&run).cloned())
     }
+    fn streams(
+        &mut self,
+        _run: RunId,
+    ) -> Result<Option<workflow_store::backend::RunStreams>, StoreError> {
+        Ok(None)
+    }
 }
 
 impl Tables {

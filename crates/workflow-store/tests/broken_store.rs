@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
+use workflow_store::backend::{ChunkKey, RunStreams, Segment};
 use workflow_store::conformance::{run_category, Backend, Category};
 use workflow_store::{
     Appended, Change, Clock, CreatedRun, Event, EventData, HookRecord, HookToken, Lease, LeaseId,
     MemoryStore, NewRun, Payload, PurgeQuery, Purged, Resumed, RunId, RunQuery, RunRecord, Store,
     StoreError, Timestamp,
 };
+use workflow_store::{ChunkWriter, StreamWrite};
 
 /// How a [`Broken`] store misbehaves.
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +46,12 @@ enum Fault {
     PurgeIgnoresCutoff,
     /// `purge_runs` reports the runs it selected without deleting them.
     PurgeReportsOnly,
+    /// Readers see pending stream chunks, as if each attempt's share were
+    /// committed the moment it is written.
+    StreamShowsPending,
+    /// A failed or retried attempt's chunks are not discarded: the attempt
+    /// that completes the step commits them along with its own.
+    StreamKeepsFailedAttempts,
 }
 
 #[derive(Clone)]
@@ -52,6 +60,8 @@ struct Broken {
     fault: Fault,
     /// Tokens [`Fault::DisposeDropsAnotherToken`] dropped.
     dropped: Arc<Mutex<BTreeSet<HookToken>>>,
+    /// Stream writes seen, for [`Fault::StreamKeepsFailedAttempts`].
+    writes: Arc<Mutex<Vec<(RunId, ChunkWriter, StreamWrite)>>>,
 }
 
 impl Broken {
@@ -71,6 +81,9 @@ impl Store for Broken {
         events: Vec<EventData>,
         fence: Option<LeaseId>,
     ) -> Result<Appended, StoreError> {
+        if let Fault::StreamKeepsFailedAttempts = self.fault {
+            self.keep_failed_attempts(run, &events).await;
+        }
         match self.fault {
             Fault::DisposeDropsAnotherToken => {
                 let disposed: Vec<_> = events
@@ -256,6 +269,87 @@ impl Store for Broken {
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         self.inner.subscribe()
     }
+    async fn write_stream(
+        &self,
+        run: RunId,
+        writer: &ChunkWriter,
+        write: StreamWrite,
+        fence: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .write_stream(run, writer, write.clone(), fence)
+            .await?;
+        self.writes
+            .lock()
+            .unwrap()
+            .push((run, writer.clone(), write));
+        Ok(())
+    }
+    async fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        let mut streams = self.inner.run_streams(run).await?;
+        if let (Fault::StreamShowsPending, Some(streams)) = (self.fault, streams.as_mut()) {
+            for state in streams.streams.values_mut() {
+                for (writer, share) in std::mem::take(&mut state.pending) {
+                    state.segments.push(Segment {
+                        writer,
+                        base: state.len,
+                        count: share.count,
+                    });
+                    state.len += share.count;
+                }
+            }
+        }
+        Ok(streams)
+    }
+    async fn read_chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        self.inner.read_chunks(run, keys).await
+    }
+}
+
+impl Broken {
+    /// For [`Fault::StreamKeepsFailedAttempts`]: before an append completes
+    /// a step, writes the chunks of the step's earlier attempts again as the
+    /// completing attempt's, so they are committed with it.
+    async fn keep_failed_attempts(&self, run: RunId, events: &[EventData]) {
+        for e in events {
+            let EventData::StepCompleted { step, .. } = e else {
+                continue;
+            };
+            let writes: Vec<(ChunkWriter, StreamWrite)> = self
+                .writes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(r, w, _)| *r == run && w.step == *step)
+                .map(|(_, w, s)| (w.clone(), s.clone()))
+                .collect();
+            let Some(last) = writes.iter().map(|(w, _)| w.attempt).max() else {
+                continue;
+            };
+            let current = ChunkWriter {
+                step: step.clone(),
+                attempt: last,
+            };
+            for (_, write) in writes.iter().filter(|(w, _)| w.attempt < last) {
+                let count = writes
+                    .iter()
+                    .filter(|(w, s)| *w == current && s.stream == write.stream)
+                    .map(|(_, s)| s.first + s.chunks.len() as u64)
+                    .max()
+                    .unwrap_or(0);
+                let again = StreamWrite::chunks(
+                    write.stream.clone(),
+                    count + write.first,
+                    write.chunks.clone(),
+                );
+                let _ = self.inner.write_stream(run, &current, again, None).await;
+            }
+        }
+    }
 }
 
 struct BrokenBackend(Fault);
@@ -268,6 +362,7 @@ impl Backend for BrokenBackend {
             inner: MemoryStore::with_clock(clock),
             fault: self.0,
             dropped: Arc::default(),
+            writes: Arc::default(),
         })
     }
 }
@@ -397,6 +492,7 @@ fn a_correct_store_passes_the_same_categories() {
         Category::Ordering,
         Category::Leases,
         Category::Hooks,
+        Category::Streams,
     ] {
         run_category(&Plain, c);
     }
@@ -427,4 +523,16 @@ fn purging_past_the_cutoff_fails_purge() {
 fn a_purge_that_deletes_nothing_fails_purge() {
     let msg = failure_of(Fault::PurgeReportsOnly, Category::Purge);
     assert!(msg.contains("purge:"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn showing_pending_chunks_fails_streams() {
+    let msg = failure_of(Fault::StreamShowsPending, Category::Streams);
+    assert!(msg.contains("streams:"), "unexpected failure: {msg}");
+}
+
+#[test]
+fn keeping_a_failed_attempts_chunks_fails_streams() {
+    let msg = failure_of(Fault::StreamKeepsFailedAttempts, Category::Streams);
+    assert!(msg.contains("streams:"), "unexpected failure: {msg}");
 }

@@ -324,6 +324,57 @@ pub(crate) fn short(message: &str) -> String {
 }
 
 /// A run's page.
+/// The run's streams: each one's length, state and last chunks. An open
+/// stream's new chunks arrive with the events that commit them, so the live
+/// page's refresh tails it.
+fn stream_panels(c: &mut String, d: &RunDetail) {
+    if d.streams.is_empty() {
+        return;
+    }
+    c.push_str("<section id=\"streams\"><h2>Streams</h2>");
+    for s in &d.streams {
+        let state = if s.closed {
+            "closed"
+        } else {
+            "open: more may come"
+        };
+        let shown = s.tail.len() as u64;
+        let _ = write!(
+            c,
+            "<h3 class=\"mono\" data-stream=\"{name}\">{name}</h3><p class=\"hint\">{len} chunk(s), {state}{last}. \
+             Follow it with <code>workflow tail {run} {name}</code>.</p>",
+            name = esc(&s.name),
+            len = s.len,
+            state = esc(state),
+            last = if shown < s.len {
+                format!("; the last {shown} shown")
+            } else {
+                String::new()
+            },
+            run = esc(&d.summary.record.id.to_string()),
+        );
+        if !s.tail.is_empty() {
+            c.push_str("<table class=\"stream-tail\"><thead><tr><th>Index</th><th>Chunk</th></tr></thead><tbody>");
+            for line in &s.tail {
+                let index = line.get("index").and_then(|i| i.as_u64()).unwrap_or(0);
+                let chunk = match (line.get("chunk"), line.get("bytes"), line.get("error")) {
+                    (Some(v), _, _) => v.to_string(),
+                    (_, Some(b), _) => format!("bytes (base64) {}", b.as_str().unwrap_or("")),
+                    (_, _, Some(e)) => format!("undecodable: {}", e.as_str().unwrap_or("")),
+                    _ => String::new(),
+                };
+                let _ = write!(
+                    c,
+                    "<tr><td class=\"mono\">{index}</td><td><code>{}</code></td></tr>",
+                    esc(&chunk)
+                );
+            }
+            c.push_str("</tbody></table>");
+        }
+    }
+    c.push_str("</section>");
+}
+
 pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
     let p = site.prefix;
     let r = &d.summary.record;
@@ -433,6 +484,8 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
         );
     }
     c.push_str(&waterfall_svg::svg(&d.waterfall));
+
+    stream_panels(&mut c, d);
 
     // Live hooks, pending timers, steps.
     c.push_str("<div class=\"panels\">");

@@ -31,7 +31,7 @@
 //! | path | shows |
 //! |---|---|
 //! | `{prefix}/` | runs, newest first: id, workflow, status, created, last event; filters by status and workflow; paging (`?before=`/`?after=` cursors, `limit`) |
-//! | `{prefix}/runs/{id}` | a run: the error of a failed run, or the nondeterminism error of a blocked one with the `workflow unblock` command that retries it; a waterfall of its operations; live hooks (tokens and webhook paths when [`DashboardConfig::show_tokens`]); pending timers with their due time; steps with attempts and errors; the event timeline (seq, time, kind, correlation id, decoded payloads as pretty JSON) |
+//! | `{prefix}/runs/{id}` | a run: the error of a failed run, or the nondeterminism error of a blocked one with the `workflow unblock` command that retries it; a waterfall of its operations; live hooks (tokens and webhook paths when [`DashboardConfig::show_tokens`]); pending timers with their due time; steps with attempts and errors; its durable output streams (length, open or closed, the last 20 chunks as JSON, raw bytes as base64; a live page tails an open one); the event timeline (seq, time, kind, correlation id, decoded payloads as pretty JSON) |
 //! | `{prefix}/overview` | the engine at a glance: runs started, completed, failed and blocked per minute over the last hour; runs by status; step attempt durations (p50, p95, max) per step name; the earliest pending timer; live hooks linked to their runs; blocked runs with their errors and `workflow unblock` commands |
 //!
 //! The run's **waterfall** is an SVG drawn on the server: one row per

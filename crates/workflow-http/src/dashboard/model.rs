@@ -215,9 +215,24 @@ pub(crate) struct TimerView {
     pub due: Timestamp,
 }
 
+/// How many of a stream's last chunks the run page shows.
+pub(crate) const STREAM_TAIL: u64 = 20;
+
+/// A stream of a run as the run page shows it: its length, whether it is
+/// closed, and its last [`STREAM_TAIL`] chunks as NDJSON readers get them.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamPanel {
+    pub name: String,
+    pub len: u64,
+    pub closed: bool,
+    pub tail: Vec<Json>,
+}
+
 /// Everything the run page shows.
 #[derive(Debug, Clone)]
 pub(crate) struct RunDetail {
+    /// The run's streams.
+    pub streams: Vec<StreamPanel>,
     pub summary: RunSummary,
     pub events: Vec<EventView>,
     pub steps: Vec<StepView>,
@@ -253,6 +268,27 @@ pub(crate) async fn run_detail(
         }
     }
     let scrub = Scrubber::new(tokens, show_tokens);
+    let mut streams = Vec::new();
+    for info in store.list_streams(id).await? {
+        let from = info.len.saturating_sub(STREAM_TAIL);
+        let page = store
+            .read_stream(id, &info.name, from, STREAM_TAIL as usize)
+            .await?;
+        let tail = page
+            .map(|p| {
+                p.chunks
+                    .iter()
+                    .map(|(i, payload)| crate::stream::chunk_line(*i, payload))
+                    .collect()
+            })
+            .unwrap_or_default();
+        streams.push(StreamPanel {
+            name: info.name.to_string(),
+            len: info.len,
+            closed: info.closed,
+            tail,
+        });
+    }
     let (events, steps, timers) = timeline(&log, &scrub, record.status);
     let waterfall = waterfall::build(&log, &scrub, record.status, now);
     let last = log.last().map(|e| (e.seq, e.kind(), e.at));
@@ -263,6 +299,7 @@ pub(crate) async fn run_detail(
         .map(|h| HookView::scrubbed(h, &scrub))
         .collect();
     Ok(Some(RunDetail {
+        streams,
         summary: RunSummary {
             record,
             last,

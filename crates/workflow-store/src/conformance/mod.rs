@@ -42,6 +42,7 @@ pub mod notification;
 pub mod ordering;
 pub mod purge;
 pub mod queue;
+pub mod streams;
 pub mod terminal;
 
 /// How the suite gets stores from a backend.
@@ -104,11 +105,14 @@ pub enum Category {
     Listing,
     /// [`purge`]: retention deletes ended runs and nothing else.
     Purge,
+    /// [`streams`]: only committed attempts' chunks are visible, in order,
+    /// from any index; close, end of run, durability, purge, grants.
+    Streams,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 14] = [
+    pub const ALL: [Category; 15] = [
         Category::Atomicity,
         Category::Ordering,
         Category::Idempotency,
@@ -123,6 +127,7 @@ impl Category {
         Category::Model,
         Category::Listing,
         Category::Purge,
+        Category::Streams,
     ];
 }
 
@@ -148,6 +153,7 @@ pub fn run_category<B: Backend>(backend: &B, category: Category) {
         Category::Model => model::run(&rt, backend),
         Category::Listing => rt.block_on(listing::run(backend)),
         Category::Purge => rt.block_on(purge::run(backend)),
+        Category::Streams => rt.block_on(streams::run(backend)),
     }
 }
 
@@ -176,7 +182,7 @@ macro_rules! conformance_tests {
                 idempotency Idempotency, hooks Hooks, terminal Terminal, leases Leases,
                 queue Queue, notification Notification, corruption Corruption,
                 durability Durability, concurrency Concurrency, model Model,
-                listing Listing, purge Purge);
+                listing Listing, purge Purge, streams Streams);
         }
     };
     (@test $backend:expr; $($test:ident $cat:ident),*) => {

@@ -36,11 +36,15 @@ pub(crate) const QUEUE: Def = def(Table::Queue);
 /// The status index.
 #[cfg(test)]
 pub(crate) const STATUS: Def = def(Table::Status);
+/// Each run's streams record.
+pub(crate) const STREAMS: Def = def(Table::Streams);
+/// Stream chunk rows.
+pub(crate) const CHUNKS: Def = def(Table::Chunks);
 /// Store-wide metadata (the layout version).
 pub(crate) const META: Def = TableDefinition::new(crate::kv::META);
 
 /// Every table, for creating them in a new database.
-pub(crate) const ALL: [Def; 10] = [
+pub(crate) const ALL: [Def; 12] = [
     def(Table::ALL[0]),
     def(Table::ALL[1]),
     def(Table::ALL[2]),
@@ -50,6 +54,8 @@ pub(crate) const ALL: [Def; 10] = [
     def(Table::ALL[6]),
     def(Table::ALL[7]),
     def(Table::ALL[8]),
+    def(Table::ALL[9]),
+    def(Table::ALL[10]),
     META,
 ];
 

@@ -13,10 +13,11 @@ use super::layout::{self, decode, decode_event, Def};
 use super::Inner;
 use crate::codec::CodecError;
 use crate::error::StoreError;
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, Payload, Timestamp};
 use crate::id::{HookToken, RunId};
 use crate::kv::Table;
 use crate::record::{HookRecord, RunQuery, RunRecord, TokenOwner};
+use crate::stream::{ChunkKey, RunStreams};
 
 /// A table in a read transaction.
 type ReadTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -252,6 +253,36 @@ impl Inner {
             return Err(StoreError::RunNotFound { run });
         }
         self.hooks_in(&txn, run)
+    }
+
+    /// A run's streams record.
+    pub(super) fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        let txn = self.snapshot()?;
+        let streams = self.table(&txn, layout::STREAMS)?;
+        self.get(&streams, "streams", &layout::run_key(run), || {
+            format!("run {run}")
+        })?
+        .map(|b| decode(&b, "streams record", || run.to_string()))
+        .transpose()
+    }
+
+    /// The payloads of chunk rows, in the order asked.
+    pub(super) fn chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        let txn = self.snapshot()?;
+        let chunks = self.table(&txn, layout::CHUNKS)?;
+        keys.iter()
+            .map(|key| {
+                Ok(self
+                    .get(&chunks, "chunks", &crate::kv::chunk_key(run, key), || {
+                        format!("run {run}")
+                    })?
+                    .map(Payload::from))
+            })
+            .collect()
     }
 
     /// Up to `limit` runs due at `now`, earliest first.

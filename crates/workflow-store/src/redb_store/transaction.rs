@@ -17,6 +17,7 @@ use crate::event::{Event, Timestamp};
 use crate::id::{CorrelationId, HookToken, RunId};
 use crate::kv::{encode_changes, Table, Write};
 use crate::record::{Change, HookRecord, OpState, QueueEntry, RunRecord, TokenOwner};
+use crate::stream::RunStreams;
 use crate::wal::{Wal, WAL_LSN_KEY};
 
 /// One table of a write transaction.
@@ -88,6 +89,8 @@ pub(crate) fn table_slot(table: Table) -> usize {
         Table::Due => 6,
         Table::Status => 7,
         Table::Workflows => 8,
+        Table::Streams => 9,
+        Table::Chunks => 10,
     }
 }
 
@@ -173,6 +176,16 @@ impl ReadView for TxView<'_, '_> {
             &layout::run_key(run),
         )?
         .map(|b| decode(&b, "queue entry", || run.to_string()))
+        .transpose()
+    }
+
+    fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        self.get(
+            self.tables.table(Table::Streams),
+            "streams",
+            &layout::run_key(run),
+        )?
+        .map(|b| decode(&b, "streams record", || run.to_string()))
         .transpose()
     }
 }

@@ -19,6 +19,8 @@ pub(crate) const QUEUE: &str = Table::Queue.name();
 pub(crate) const DUE: &str = Table::Due.name();
 pub(crate) const STATUS: &str = Table::Status.name();
 pub(crate) const WORKFLOWS: &str = Table::Workflows.name();
+pub(crate) const STREAMS: &str = Table::Streams.name();
+pub(crate) const CHUNKS: &str = Table::Chunks.name();
 pub(crate) const META: &str = crate::kv::META;
 
 /// The layout (tree names and key encodings) this build writes and reads.

@@ -14,9 +14,10 @@ use super::layout::{self, decode, decode_event};
 use super::Inner;
 use crate::codec::CodecError;
 use crate::error::StoreError;
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, Payload, Timestamp};
 use crate::id::{HookToken, RunId};
 use crate::record::{HookRecord, RunQuery, RunRecord, TokenOwner};
+use crate::stream::{ChunkKey, RunStreams};
 
 impl Inner {
     /// Maps a failed sled read of `tree` (at the key `key` names, if it
@@ -201,6 +202,32 @@ impl Inner {
             .map(|b| decode(&b, "hook list", || run.to_string()))
             .transpose()?
             .unwrap_or_default())
+    }
+
+    pub(super) fn run_streams(&self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        self.trees
+            .streams
+            .get(layout::run_key(run))
+            .map_err(self.read_failed(layout::STREAMS, || format!("run {run}")))?
+            .map(|b| decode(&b, "streams record", || run.to_string()))
+            .transpose()
+    }
+
+    pub(super) fn chunks(
+        &self,
+        run: RunId,
+        keys: &[ChunkKey],
+    ) -> Result<Vec<Option<Payload>>, StoreError> {
+        keys.iter()
+            .map(|key| {
+                Ok(self
+                    .trees
+                    .chunks
+                    .get(crate::kv::chunk_key(run, key))
+                    .map_err(self.read_failed(layout::CHUNKS, || format!("run {run}")))?
+                    .map(|b| Payload::from(b.to_vec())))
+            })
+            .collect()
     }
 
     /// Up to `limit` runs due at `now`, earliest first.

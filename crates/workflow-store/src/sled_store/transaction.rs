@@ -24,6 +24,7 @@ use crate::event::{Event, Timestamp};
 use crate::id::{CorrelationId, HookToken, RunId};
 use crate::kv::{encode_changes, Table, Write};
 use crate::record::{Change, HookRecord, OpState, QueueEntry, RunRecord, TokenOwner};
+use crate::stream::RunStreams;
 
 /// The trees a write transaction spans.
 pub(crate) struct Trees {
@@ -36,6 +37,8 @@ pub(crate) struct Trees {
     pub(crate) due: Tree,
     pub(crate) status: Tree,
     pub(crate) workflows: Tree,
+    pub(crate) streams: Tree,
+    pub(crate) chunks: Tree,
 }
 
 impl Trees {
@@ -51,6 +54,8 @@ impl Trees {
             Table::Due => &self.due,
             Table::Status => &self.status,
             Table::Workflows => &self.workflows,
+            Table::Streams => &self.streams,
+            Table::Chunks => &self.chunks,
         }
     }
 }
@@ -66,6 +71,8 @@ struct TxTrees<'t> {
     due: &'t TransactionalTree,
     status: &'t TransactionalTree,
     workflows: &'t TransactionalTree,
+    streams: &'t TransactionalTree,
+    chunks: &'t TransactionalTree,
 }
 
 /// Error type of the transaction closure. Writes never abort the transaction
@@ -262,7 +269,8 @@ fn transact(
     now: Timestamp,
     jobs: &[Arc<Job>],
 ) -> Result<(Vec<Outcome>, Vec<Write>), StoreError> {
-    let all = (
+    // More trees than sled's tuples take: a slice, in this order.
+    let all: [&Tree; 11] = [
         &trees.runs,
         &trees.events,
         &trees.ops,
@@ -272,54 +280,64 @@ fn transact(
         &trees.due,
         &trees.status,
         &trees.workflows,
-    );
-    let outcome = all.transaction(
-        |(runs, events, ops, tokens, run_hooks, queue, due, status, workflows)| {
-            let tx = TxTrees {
-                runs,
-                events,
-                ops,
-                tokens,
-                run_hooks,
-                queue,
-                due,
-                status,
-                workflows,
-            };
-            let mut view = TxView {
-                tx: &tx,
-                failure: None,
-            };
-            let mut outcomes = Vec::with_capacity(jobs.len());
-            let mut logged = Vec::new();
-            let mut footprint = Footprint::default();
-            for job in jobs {
-                let mut staged = Staged::new(&mut view, now);
-                let result = (job.op)(&mut staged);
-                let mut changes = staged.into_changes();
-                // A read that failed inside sled (most importantly a conflict)
-                // must reach sled as such, so it retries or reports it, whatever
-                // error the rules turned it into.
-                if let Some(failure) = view.failure.take() {
-                    return Err(TxError::from(failure));
-                }
-                let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
-                outcomes.push(match staged {
-                    Ok((value, mut writes)) => {
-                        apply_writes(&tx, &writes)?;
-                        logged.append(&mut writes);
-                        footprint.add(&changes);
-                        Ok((value, std::mem::take(&mut changes.notify)))
-                    }
-                    Err(e) => Err(e),
-                });
+        &trees.streams,
+        &trees.chunks,
+    ];
+    let outcome = all[..].transaction(|t: &Vec<TransactionalTree>| {
+        let [runs, events, ops, tokens, run_hooks, queue, due, status, workflows, streams, chunks] =
+            &t[..]
+        else {
+            return Err(ConflictableTransactionError::Abort(StoreError::Backend {
+                message: "internal error: a transaction over the wrong trees".into(),
+                source: None,
+            }));
+        };
+        let tx = TxTrees {
+            runs,
+            events,
+            ops,
+            tokens,
+            run_hooks,
+            queue,
+            due,
+            status,
+            workflows,
+            streams,
+            chunks,
+        };
+        let mut view = TxView {
+            tx: &tx,
+            failure: None,
+        };
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut logged = Vec::new();
+        let mut footprint = Footprint::default();
+        for job in jobs {
+            let mut staged = Staged::new(&mut view, now);
+            let result = (job.op)(&mut staged);
+            let mut changes = staged.into_changes();
+            // A read that failed inside sled (most importantly a conflict)
+            // must reach sled as such, so it retries or reports it, whatever
+            // error the rules turned it into.
+            if let Some(failure) = view.failure.take() {
+                return Err(TxError::from(failure));
             }
-            // Before sled applies the writes (when this closure returns), so
-            // that a reader who sees them also sees them marked as in flight.
-            gate.publish(footprint);
-            Ok((outcomes, logged))
-        },
-    );
+            let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
+            outcomes.push(match staged {
+                Ok((value, mut writes)) => {
+                    apply_writes(&tx, &writes)?;
+                    logged.append(&mut writes);
+                    footprint.add(&changes);
+                    Ok((value, std::mem::take(&mut changes.notify)))
+                }
+                Err(e) => Err(e),
+            });
+        }
+        // Before sled applies the writes (when this closure returns), so
+        // that a reader who sees them also sees them marked as in flight.
+        gate.publish(footprint);
+        Ok((outcomes, logged))
+    });
     outcome.map_err(|e| match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => damage::sled_error(
@@ -399,6 +417,12 @@ impl ReadView for TxView<'_> {
             .map(|b| decode(&b, "queue entry", || run.to_string()))
             .transpose()
     }
+
+    fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
+        Self::get(&mut self.failure, self.tx.streams, &layout::run_key(run))?
+            .map(|b| decode(&b, "streams record", || run.to_string()))
+            .transpose()
+    }
 }
 
 /// Applies encoded writes in the transaction.
@@ -414,6 +438,8 @@ fn apply_writes(tx: &TxTrees<'_>, writes: &[Write]) -> Result<(), TxError> {
             Table::Due => tx.due,
             Table::Status => tx.status,
             Table::Workflows => tx.workflows,
+            Table::Streams => tx.streams,
+            Table::Chunks => tx.chunks,
         };
         match value {
             Some(value) => tree.insert(key.as_slice(), value.as_slice())?,

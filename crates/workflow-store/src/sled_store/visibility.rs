@@ -57,7 +57,7 @@ use crate::id::{HookToken, RunId};
 /// Something a read reads, to check against the in-flight footprint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Read {
-    /// A run's record, events or hook list.
+    /// A run's record, events, hook list or streams.
     Run(RunId),
     /// A token's owner.
     Token(HookToken),
@@ -70,7 +70,7 @@ pub(crate) enum Read {
 /// What a committed batch wrote, as far as readers are concerned.
 #[derive(Debug, Default)]
 pub(crate) struct Footprint {
-    /// Runs whose record, events or hook list changed.
+    /// Runs whose record, events, hook list or streams changed.
     runs: HashSet<RunId>,
     /// Tokens whose owner changed.
     tokens: HashSet<HookToken>,
@@ -88,6 +88,9 @@ impl Footprint {
         self.runs.extend(changes.purged.keys().copied());
         self.runs.extend(changes.events.iter().map(|(run, _)| *run));
         self.runs.extend(changes.run_hooks.keys().copied());
+        self.runs.extend(changes.streams.keys().copied());
+        self.runs
+            .extend(changes.chunks.iter().map(|(run, _, _)| *run));
         self.tokens.extend(changes.tokens.keys().cloned());
         self.due |= changes
             .queue
