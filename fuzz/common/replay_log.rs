@@ -426,6 +426,7 @@ impl Reader<'_> {
             0 => EventData::RunCreated {
                 workflow: self.pick(WORKFLOWS),
                 input: self.payload(),
+                parent: None,
             },
             1 => EventData::RunStarted,
             2 => EventData::RunCompleted {
@@ -634,7 +635,7 @@ impl Writer {
 
     fn event(&mut self, data: &EventData) {
         match data {
-            EventData::RunCreated { workflow, input } => {
+            EventData::RunCreated { workflow, input, .. } => {
                 self.pick(WORKFLOWS, workflow);
                 self.payload(&input.0);
             }

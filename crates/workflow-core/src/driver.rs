@@ -116,7 +116,7 @@ async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>,
     let run = lease.run_id;
     let log = inner.store.read_log(run).await?;
     inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
-    let Some(EventData::RunCreated { workflow, input }) = log.first().map(|e| e.data.clone())
+    let Some(EventData::RunCreated { workflow, input, .. }) = log.first().map(|e| e.data.clone())
     else {
         warn!(%run, "run has no run_created event; leaving it");
         return Ok(None);

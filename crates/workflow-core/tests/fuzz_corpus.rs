@@ -532,6 +532,7 @@ fn write_replay_log_seeds() {
         EventData::RunCreated {
             workflow: "sample".into(),
             input: Payload::encode(&0u32).unwrap(),
+            parent: None,
         },
         EventData::RunStarted,
         EventData::StepCreated {

@@ -425,6 +425,8 @@ fn decode_op(run: RunId, row: &Row) -> Result<(CorrelationId, OpState), StoreErr
         "step" => OpKind::Step,
         "hook" => OpKind::Hook,
         "wait" => OpKind::Wait,
+        "child" => OpKind::Child,
+        "patch" => OpKind::Patch,
         other => {
             return Err(corrupt(
                 "operation",
@@ -442,6 +444,8 @@ fn op_kind_str(kind: OpKind) -> &'static str {
         OpKind::Step => "step",
         OpKind::Hook => "hook",
         OpKind::Wait => "wait",
+        OpKind::Child => "child",
+        OpKind::Patch => "patch",
     }
 }
 

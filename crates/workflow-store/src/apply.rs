@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::event::{Event, EventData, EventKind, Payload, Timestamp, WebhookResponse};
+use crate::event::{
+    ErrorRecord, Event, EventData, EventKind, ParentRun, Payload, Timestamp, WebhookResponse,
+};
 use crate::id::{CorrelationId, HookToken, LeaseId, RunId};
 use crate::record::{
     millis, Appended, Change, CreatedRun, HookRecord, Lease, NewRun, OpKind, OpState, PurgeQuery,
@@ -239,12 +241,22 @@ pub fn create_run(
     st: &mut Staged<'_, impl ReadView + ?Sized>,
     new: &NewRun,
 ) -> Result<CreatedRun, StoreError> {
+    create_run_with_parent(st, new, None)
+}
+
+/// Creates a run (a child run when `parent` is given), or finds the
+/// identical one: same workflow, input and parent.
+fn create_run_with_parent(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    new: &NewRun,
+    parent: Option<ParentRun>,
+) -> Result<CreatedRun, StoreError> {
     if let Some(existing) = st.run(new.id)? {
         let first = st.view.event(new.id, 0)?;
         let same = matches!(
             first.map(|e| e.data),
-            Some(EventData::RunCreated { workflow, input })
-                if workflow == new.workflow && input == new.input
+            Some(EventData::RunCreated { workflow, input, parent: p })
+                if workflow == new.workflow && input == new.input && p == parent
         );
         return if same {
             Ok(CreatedRun {
@@ -273,6 +285,7 @@ pub fn create_run(
             data: EventData::RunCreated {
                 workflow: new.workflow.clone(),
                 input: new.input.clone(),
+                parent,
             },
         },
     ));
@@ -436,10 +449,62 @@ fn apply_event(
             release_hooks(st, run_id)?;
             close_streams(st, run_id)?;
             st.delete_queue(run_id)?;
+            notify_parent(st, run_id, &data)?;
         }
         _ => return apply_op_event(st, run_id, data, at),
     }
     Ok(data)
+}
+
+/// Tells a child run's parent that the child ended: appends
+/// `child_completed` or `child_failed` to the parent in the same write as the
+/// child's terminal event, so the parent learns of it exactly once, whatever
+/// crashes. Nothing is appended when the run has no parent, the parent has
+/// ended, or the parent's child operation is already closed.
+fn notify_parent(
+    st: &mut Staged<'_, impl ReadView + ?Sized>,
+    run_id: RunId,
+    end: &EventData,
+) -> Result<(), StoreError> {
+    let Some(Event {
+        data: EventData::RunCreated {
+            parent: Some(parent),
+            ..
+        },
+        ..
+    }) = st.view.event(run_id, 0)?
+    else {
+        return Ok(());
+    };
+    let live = st
+        .run(parent.run)?
+        .is_some_and(|r| !r.status.is_terminal());
+    let open = st
+        .op(parent.run, &parent.child)?
+        .is_some_and(|s| s.kind == OpKind::Child && !s.closed);
+    if !live || !open {
+        return Ok(());
+    }
+    let child = parent.child;
+    let event = match end {
+        EventData::RunCompleted { output } => EventData::ChildCompleted {
+            child,
+            run: run_id,
+            output: output.clone(),
+        },
+        EventData::RunFailed { error } => EventData::ChildFailed {
+            child,
+            run: run_id,
+            error: error.clone(),
+        },
+        _ => EventData::ChildFailed {
+            child,
+            run: run_id,
+            error: ErrorRecord::new(format!("child run {run_id} was cancelled")),
+        },
+    };
+    append(st, parent.run, vec![event], None)?;
+    Ok(())
 }
 
 /// Releases every live hook of a run that has ended.
@@ -688,6 +753,65 @@ fn apply_op_event(
                     st.put_queue(run_id, e)?;
                 }
             }
+        }
+        EventData::ChildCreated {
+            child,
+            run,
+            workflow,
+            input,
+            detached,
+        } => {
+            if run == run_id {
+                return Err(invalid(run_id, kind, "a run cannot be its own child"));
+            }
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Child,
+                    closed: false,
+                },
+            );
+            let parent = ParentRun {
+                run: run_id,
+                child: child.clone(),
+                detached,
+            };
+            let new = NewRun {
+                id: run,
+                workflow,
+                input,
+            };
+            create_run_with_parent(st, &new, Some(parent))?;
+            return Ok(EventData::ChildCreated {
+                child,
+                run,
+                workflow: new.workflow,
+                input: new.input,
+                detached,
+            });
+        }
+        EventData::ChildCompleted { .. } | EventData::ChildFailed { .. } => {
+            let state = expect_op(st, run_id, &id, kind, OpKind::Child)?;
+            if state.closed {
+                return Err(invalid(run_id, kind, format!("child {id} already ended")));
+            }
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Child,
+                    closed: true,
+                },
+            );
+            st.wake_now(run_id)?;
+        }
+        EventData::PatchMarked { .. } => {
+            st.changes.ops.insert(
+                key,
+                OpState {
+                    kind: OpKind::Patch,
+                    closed: true,
+                },
+            );
         }
         other => {
             return Err(invalid(

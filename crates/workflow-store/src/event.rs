@@ -175,6 +175,10 @@ pub enum EventData {
         workflow: String,
         /// The workflow's input.
         input: Payload,
+        /// For a child run: the run that started it (absent in logs written
+        /// before child runs existed, and for runs started from outside).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRun>,
     },
     /// An engine began executing the run.
     RunStarted,
@@ -292,6 +296,63 @@ pub enum EventData {
         /// The timer.
         wait: CorrelationId,
     },
+    /// The run started a child run. The store creates the child run (its
+    /// `run_created` names this run as its parent) in the same write, so a
+    /// child exists exactly when its creation is recorded.
+    ChildCreated {
+        /// The child operation's correlation id in this run.
+        child: CorrelationId,
+        /// The child run's id (derived from this run's id and the operation).
+        run: RunId,
+        /// The child's workflow.
+        workflow: String,
+        /// The child's input.
+        input: Payload,
+        /// Whether the child outlives this run: a detached child is not
+        /// cancelled when this run ends or is cancelled.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detached: bool,
+    },
+    /// A child run completed. Appended by the store in the write that records
+    /// the child's `run_completed`.
+    ChildCompleted {
+        /// The child operation.
+        child: CorrelationId,
+        /// The child run.
+        run: RunId,
+        /// The child's output.
+        output: Payload,
+    },
+    /// A child run failed or was cancelled. Appended by the store in the write
+    /// that records the child's `run_failed` or `run_cancelled`.
+    ChildFailed {
+        /// The child operation.
+        child: CorrelationId,
+        /// The child run.
+        run: RunId,
+        /// Why.
+        error: ErrorRecord,
+    },
+    /// The run reached `Context::patched(patch)` under code that has the
+    /// patch: from here on it runs the patched code.
+    PatchMarked {
+        /// The marker's correlation id (its place in the operation order).
+        marker: CorrelationId,
+        /// The patch's id as the code names it.
+        patch: String,
+    },
+}
+
+/// The run that started a child run, kept in the child's `run_created`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ParentRun {
+    /// The parent run.
+    pub run: RunId,
+    /// The child operation in the parent's log.
+    pub child: CorrelationId,
+    /// Whether the child is detached (not cancelled with its parent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
 /// The kind of an event, without its data.
@@ -317,6 +378,10 @@ pub enum EventKind {
     HookConflict,
     WaitCreated,
     WaitCompleted,
+    ChildCreated,
+    ChildCompleted,
+    ChildFailed,
+    PatchMarked,
 }
 
 impl EventKind {
@@ -341,6 +406,10 @@ impl EventKind {
             EventKind::HookConflict => "hook_conflict",
             EventKind::WaitCreated => "wait_created",
             EventKind::WaitCompleted => "wait_completed",
+            EventKind::ChildCreated => "child_created",
+            EventKind::ChildCompleted => "child_completed",
+            EventKind::ChildFailed => "child_failed",
+            EventKind::PatchMarked => "patch_marked",
         }
     }
 
@@ -361,6 +430,8 @@ impl EventKind {
                 | EventKind::HookCreated
                 | EventKind::HookConflict
                 | EventKind::WaitCreated
+                | EventKind::ChildCreated
+                | EventKind::PatchMarked
         )
     }
 }
@@ -393,6 +464,10 @@ impl EventData {
             EventData::HookConflict { .. } => EventKind::HookConflict,
             EventData::WaitCreated { .. } => EventKind::WaitCreated,
             EventData::WaitCompleted { .. } => EventKind::WaitCompleted,
+            EventData::ChildCreated { .. } => EventKind::ChildCreated,
+            EventData::ChildCompleted { .. } => EventKind::ChildCompleted,
+            EventData::ChildFailed { .. } => EventKind::ChildFailed,
+            EventData::PatchMarked { .. } => EventKind::PatchMarked,
         }
     }
 
@@ -410,6 +485,10 @@ impl EventData {
             | EventData::HookDisposed { hook }
             | EventData::HookConflict { hook, .. } => Some(hook),
             EventData::WaitCreated { wait, .. } | EventData::WaitCompleted { wait } => Some(wait),
+            EventData::ChildCreated { child, .. }
+            | EventData::ChildCompleted { child, .. }
+            | EventData::ChildFailed { child, .. } => Some(child),
+            EventData::PatchMarked { marker, .. } => Some(marker),
             EventData::RunCreated { .. }
             | EventData::RunStarted
             | EventData::RunCompleted { .. }

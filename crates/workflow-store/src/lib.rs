@@ -52,7 +52,7 @@ pub use clock::{Clock, SystemClock};
 pub use codec::CodecError;
 pub use error::StoreError;
 pub use event::{
-    ErrorRecord, Event, EventData, EventKind, HttpResponseRecord, Payload, Timestamp,
+    ErrorRecord, Event, EventData, EventKind, HttpResponseRecord, ParentRun, Payload, Timestamp,
     WebhookResponse,
 };
 pub use id::{CorrelationId, HookToken, IdError, LeaseId, RunId};

@@ -418,6 +418,10 @@ pub enum OpKind {
     Step,
     Hook,
     Wait,
+    /// A child run started by the run (`child_created`).
+    Child,
+    /// A `patched` marker (`patch_marked`): closed when recorded.
+    Patch,
 }
 
 /// Per-operation state a backend keeps to check invariants without reading the log.

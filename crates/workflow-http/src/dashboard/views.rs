@@ -172,7 +172,7 @@ pub(crate) fn webhook_mode(w: &WebhookResponse) -> String {
 /// secret-looking headers hidden when `scrub` hides tokens).
 pub(crate) fn event_data(e: &Event, scrub: &Scrubber, webhook: bool) -> Json {
     match &e.data {
-        EventData::RunCreated { workflow, input } => {
+        EventData::RunCreated { workflow, input, .. } => {
             json!({ "workflow": workflow, "input": scrub.value(payload_json(input)) })
         }
         EventData::RunCompleted { output } => {

@@ -466,6 +466,7 @@ pub(crate) mod tests {
                 EventData::RunCreated {
                     workflow: "w".into(),
                     input: Payload::encode(&()).expect("encode"),
+                    parent: None,
                 },
             ),
             ev(1, 1_000, EventData::RunStarted),

@@ -363,7 +363,7 @@ impl Model {
     ) -> Result<bool, ErrKind> {
         if let Some(run) = self.runs.get(&id) {
             let same = matches!(&run.log[0].data,
-                EventData::RunCreated { workflow: w, input: i } if *w == workflow && *i == input);
+                EventData::RunCreated { workflow: w, input: i, .. } if *w == workflow && *i == input);
             return if same {
                 Ok(false)
             } else {
@@ -377,7 +377,7 @@ impl Model {
                 log: vec![Event {
                     seq: 0,
                     at: now,
-                    data: EventData::RunCreated { workflow, input },
+                    data: EventData::RunCreated { workflow, input, parent: None },
                 }],
                 wake: Some(now),
             },

@@ -246,6 +246,7 @@ async fn child_main<B: CrashBackend>(dir: PathBuf) {
                     data: EventData::RunCreated {
                         workflow: "crash".into(),
                         input: payload_of(run, "input"),
+                        parent: None,
                     },
                 };
                 emit(&[ack_event(run, &event)]);
