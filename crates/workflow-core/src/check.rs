@@ -5,6 +5,13 @@
 //! does, but without running steps, writing anything or taking leases. A run
 //! whose history the code no longer reproduces is reported with the position of
 //! the first mismatch: deploying that code would block the run.
+//!
+//! It also reports, for each patch the code checks ([`crate::Context::patched`]),
+//! which runs that have not ended still take the old branch (the patch must
+//! stay) and which have its marker in their history (the call, or at least
+//! [`crate::Context::deprecate_patch`], must stay).
+
+use std::collections::BTreeMap;
 
 use workflow_store::{EventData, RunId, RunQuery, RunStatus};
 
@@ -36,6 +43,18 @@ impl std::fmt::Display for ReplayMismatch {
     }
 }
 
+/// Which stored runs that have not ended still need a patch
+/// (see [`ReplayReport::patches`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchUsage {
+    /// Runs whose history predates the patch: `patched` returns `false` for
+    /// them, so the old branch must stay until they end.
+    pub old_runs: Vec<RunId>,
+    /// Runs with the patch's marker in their history: removing the call
+    /// (rather than replacing it with `deprecate_patch`) would block them.
+    pub marked_runs: Vec<RunId>,
+}
+
 /// The outcome of [`Engine::check_replay`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayReport {
@@ -45,6 +64,10 @@ pub struct ReplayReport {
     pub mismatches: Vec<ReplayMismatch>,
     /// Runs of workflows this engine does not register (not checked).
     pub unknown_workflow: Vec<(RunId, String)>,
+    /// By patch id: the runs that have not ended and still depend on it.
+    /// A patch no such run depends on is absent: its old branch and its
+    /// call can be removed.
+    pub patches: BTreeMap<String, PatchUsage>,
 }
 
 impl ReplayReport {
@@ -128,6 +151,25 @@ impl Engine {
             }
             if !st.deliver_next() {
                 break;
+            }
+        }
+        if !status.is_terminal() {
+            let st = lock(&inst.state);
+            for patch in &st.patches_old {
+                report
+                    .patches
+                    .entry(patch.clone())
+                    .or_default()
+                    .old_runs
+                    .push(run);
+            }
+            for patch in &st.patches_marked {
+                report
+                    .patches
+                    .entry(patch.clone())
+                    .or_default()
+                    .marked_runs
+                    .push(run);
             }
         }
         // A run that ended must end the same way (a cancelled one ended from outside).

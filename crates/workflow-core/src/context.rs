@@ -34,11 +34,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use workflow_store::{RunId, Timestamp};
 
-use crate::error::StepError;
+use crate::child::{child_run_id, Child, ChildOptions};
+use crate::error::{StepError, WorkflowError};
 use crate::hook::{random_token, Hook, HookError, HookOptions};
 use crate::replay::{
-    forbid_in_step, lock, HookSlot, OpKind, SharedState, SlotKind, StepSlot, StepStatus, WaitSlot,
+    forbid_in_step, lock, ChildSlot, HookSlot, OpKind, PatchAt, PatchSlot, SharedState, SlotKind,
+    StepSlot, StepStatus, WaitSlot,
 };
+use crate::workflow_ref::WorkflowName;
 use crate::step::{Step, StepContext, StepOptions};
 use crate::timer::Sleep;
 use crate::webhook::{Webhook, WebhookOptions};
@@ -263,6 +266,136 @@ impl Context {
         match invalid {
             Some(e) => Err(e),
             None => Ok(hook),
+        }
+    }
+
+    /// Starts a child run of `workflow` with `input`, attached (see
+    /// [`crate::child`]): recorded at the workflow's next pause, cancelled if
+    /// this run ends or is cancelled first. Await the returned [`Child`] for
+    /// its output.
+    ///
+    /// `workflow` is a [`crate::WorkflowRef`] (the output type follows from
+    /// it) or a name. An input that cannot be encoded is
+    /// [`WorkflowError::Fatal`], before anything is recorded.
+    ///
+    /// ```no_run
+    /// # use workflow_core::{Context, WorkflowError, WorkflowRef};
+    /// const CHARGE: WorkflowRef<u64, String> = WorkflowRef::new("charge");
+    ///
+    /// async fn checkout(ctx: Context, cents: u64) -> Result<String, WorkflowError> {
+    ///     let receipt = ctx.start_child(CHARGE, &cents)?.await?;
+    ///     Ok(receipt)
+    /// }
+    /// ```
+    pub fn start_child<W, I, O>(&self, workflow: W, input: &I) -> Result<Child<O>, WorkflowError>
+    where
+        W: WorkflowName<I, O>,
+        I: Serialize,
+    {
+        self.start_child_with(workflow, input, ChildOptions::attached())
+    }
+
+    /// Like [`Context::start_child`], with `options` (attached or detached).
+    pub fn start_child_with<W, I, O>(
+        &self,
+        workflow: W,
+        input: &I,
+        options: ChildOptions,
+    ) -> Result<Child<O>, WorkflowError>
+    where
+        W: WorkflowName<I, O>,
+        I: Serialize,
+    {
+        forbid_in_step("Context::start_child");
+        let name = workflow.workflow_name().to_string();
+        let input = workflow_store::Payload::encode(input).map_err(|e| WorkflowError::Fatal {
+            message: format!("the input of child workflow {name:?} cannot be encoded: {e}"),
+        })?;
+        let mut st = lock(&self.state);
+        let run = child_run_id(self.run_id, st.peek_index());
+        let index = st.issue(
+            OpKind::Child,
+            Some(&name),
+            SlotKind::Child(ChildSlot {
+                run,
+                workflow: name.clone(),
+                input,
+                detached: options.is_detached(),
+                outcome: None,
+            }),
+        );
+        drop(st);
+        Ok(Child {
+            state: self.state.clone(),
+            index,
+            run,
+            workflow: name,
+            output: std::marker::PhantomData,
+        })
+    }
+
+    /// Whether this run takes the code path of change `patch`: `true` for
+    /// runs that reach this point under code with the patch (a marker is
+    /// recorded, and replay finds it), `false` for runs whose history went
+    /// past this point before the patch existed. One binary then serves old
+    /// and new runs:
+    ///
+    /// ```no_run
+    /// # use workflow_core::{Context, StepError, WorkflowError};
+    /// async fn order(ctx: Context, id: u64) -> Result<(), WorkflowError> {
+    ///     if ctx.patched("fraud-check") {
+    ///         ctx.step("fraud check", |_| async { Ok::<_, StepError>(()) }).await?;
+    ///     }
+    ///     ctx.step("charge", |_| async { Ok::<_, StepError>(()) }).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// Once no stored run takes the old branch any more (check-replay lists
+    /// them), remove the old branch and call [`Context::deprecate_patch`]
+    /// instead. Call it at the same point of the program each time, before
+    /// the operations it guards.
+    pub fn patched(&self, patch: &str) -> bool {
+        forbid_in_step("Context::patched");
+        let mut st = lock(&self.state);
+        match st.patch_at(patch) {
+            PatchAt::Old => {
+                st.patches_old.insert(patch.to_string());
+                false
+            }
+            at => {
+                if at == PatchAt::Marked {
+                    st.patches_marked.insert(patch.to_string());
+                }
+                st.issue(
+                    OpKind::Patch,
+                    Some(patch),
+                    SlotKind::Patch(PatchSlot {
+                        patch: patch.to_string(),
+                    }),
+                );
+                true
+            }
+        }
+    }
+
+    /// The successor of [`Context::patched`] once every run that needed the
+    /// old branch has ended: the code takes the new path unconditionally,
+    /// and this call only consumes the marker that runs started under
+    /// `patched` have in their history. New runs record nothing. Remove it
+    /// once check-replay reports no stored run with the marker.
+    pub fn deprecate_patch(&self, patch: &str) {
+        forbid_in_step("Context::deprecate_patch");
+        let mut st = lock(&self.state);
+        if st.patch_at(patch) == PatchAt::Marked {
+            st.patches_marked.insert(patch.to_string());
+            st.issue(
+                OpKind::Patch,
+                Some(patch),
+                SlotKind::Patch(PatchSlot {
+                    patch: patch.to_string(),
+                }),
+            );
         }
     }
 

@@ -110,17 +110,52 @@ impl DriveError {
     }
 }
 
+/// What [`load`] found.
+enum Loaded {
+    /// The run's workflow, ready to be driven.
+    Ready(RunInstance),
+    /// It cannot run here (recorded why, if anything is to be recorded).
+    Done,
+    /// It ended: an attached child whose parent had ended was cancelled.
+    Ended,
+}
+
 /// Builds a fresh instance for `run` by loading its log and starting its
-/// workflow function; `None` (after recording why) if it cannot run here.
-async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>, DriveError> {
+/// workflow function.
+async fn load(inner: &EngineInner, lease: &Lease) -> Result<Loaded, DriveError> {
     let run = lease.run_id;
     let log = inner.store.read_log(run).await?;
     inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
-    let Some(EventData::RunCreated { workflow, input, .. }) = log.first().map(|e| e.data.clone())
+    let Some(EventData::RunCreated {
+        workflow,
+        input,
+        parent,
+    }) = log.first().map(|e| e.data.clone())
     else {
         warn!(%run, "run has no run_created event; leaving it");
-        return Ok(None);
+        return Ok(Loaded::Done);
     };
+    if let Some(parent) = parent.filter(|p| !p.detached) {
+        // An attached child outlives its parent only if the cancellation
+        // its parent's end asked for did not happen (a crash in between):
+        // it is cancelled here, the next time it runs.
+        let (status, _) = status_of(&log);
+        let parent_ended = match inner.store.get_run(parent.run).await? {
+            Some(rec) => rec.status.is_terminal(),
+            None => true,
+        };
+        if parent_ended && !status.is_terminal() {
+            warn!(%run, parent = %parent.run, "parent run has ended: cancelling its attached child");
+            match inner
+                .store
+                .append(run, vec![EventData::RunCancelled], Some(lease.id))
+                .await
+            {
+                Ok(_) | Err(StoreError::RunTerminal { .. }) => return Ok(Loaded::Ended),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let Some(registered) = inner.registry.get(&workflow).cloned() else {
         let message = format!(
             "workflow {workflow:?} is not registered in this engine: register it, then retry the \
@@ -128,10 +163,10 @@ async fn load(inner: &EngineInner, lease: &Lease) -> Result<Option<RunInstance>,
         );
         let (_, blocked) = status_of(&log);
         block(inner, lease, blocked.as_deref(), message).await?;
-        return Ok(None);
+        return Ok(Loaded::Done);
     };
     tracing::Span::current().record("workflow", workflow.as_str());
-    Ok(Some(RunInstance::start(&registered, run, log, input)))
+    Ok(Loaded::Ready(RunInstance::start(&registered, run, log, input)))
 }
 
 impl RunInstance {
@@ -299,8 +334,9 @@ pub(crate) async fn drive(
         }
         // A fresh instance was just loaded with the whole log.
         None => match load(inner, lease).await? {
-            Some(inst) => inst,
-            None => return Ok(Outcome::Done),
+            Loaded::Ready(inst) => inst,
+            Loaded::Done => return Ok(Outcome::Done),
+            Loaded::Ended => return Ok(Outcome::Ended),
         },
     };
     if inst.status.is_terminal() {
@@ -466,7 +502,15 @@ impl Driver<'_> {
                             }
                         }
                     }
-                    Command::Create(_) => {}
+                    Command::Create(i) => {
+                        // A child started just before returning is still
+                        // started (and, if attached, cancelled below).
+                        if let Some(slot) = st.ops.get(&i) {
+                            if let (false, Some(e)) = (slot.recorded, child_created(slot)) {
+                                events.push(e);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -478,6 +522,19 @@ impl Driver<'_> {
         });
         if self.write(events).await? {
             return Ok(None);
+        }
+        let attached: Vec<_> = lock(&self.inst.state)
+            .ops
+            .values()
+            .filter_map(|slot| match &slot.kind {
+                SlotKind::Child(c) if slot.recorded && !c.detached && c.outcome.is_none() => {
+                    Some(c.run)
+                }
+                _ => None,
+            })
+            .collect();
+        for child in attached {
+            cancel_child(self.inner, child).await?;
         }
         Ok(Some(Outcome::Ended))
     }
@@ -676,6 +733,11 @@ impl Driver<'_> {
                                 metadata: h.metadata.clone(),
                                 webhook: h.webhook.clone(),
                             });
+                        }
+                        // Recorded even if dropped: a child is started
+                        // whether or not it is awaited.
+                        SlotKind::Child(_) | SlotKind::Patch(_) => {
+                            events.extend(child_created(slot));
                         }
                         _ if slot.dropped => continue,
                         SlotKind::Wait(w) => events.push(EventData::WaitCreated {
@@ -897,7 +959,7 @@ impl Driver<'_> {
         if replay {
             // The run's log has everything the workflow saw (its first
             // event is `run_created`, so the workflow is found again).
-            if let Some(inst) = load(self.inner, self.lease).await? {
+            if let Loaded::Ready(inst) = load(self.inner, self.lease).await? {
                 self.inst = inst;
             }
         }
@@ -930,6 +992,9 @@ fn deliver_before_recording(
                 SlotKind::Hook(h) => {
                     !slot.recorded || h.disposed || h.conflict.is_some() || h.invalid
                 }
+                // A child's end may be recorded meanwhile and win a race.
+                SlotKind::Child(c) => c.outcome.is_some(),
+                SlotKind::Patch(_) => true,
             }
     });
     let commands_only_this = st
@@ -972,6 +1037,66 @@ fn deliver_before_recording(
     st.now = st.now.max(now);
     st.ahead_of_log = true;
     Some(records)
+}
+
+/// The creation event of a child or patch-marker slot (`None` for others).
+fn child_created(slot: &crate::replay::OpSlot) -> Option<EventData> {
+    match &slot.kind {
+        SlotKind::Child(c) => Some(EventData::ChildCreated {
+            child: slot.id.clone(),
+            run: c.run,
+            workflow: c.workflow.clone(),
+            input: c.input.clone(),
+            detached: c.detached,
+        }),
+        SlotKind::Patch(p) => Some(EventData::PatchMarked {
+            marker: slot.id.clone(),
+            patch: p.patch.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Cancels an attached child run and, in turn, its attached children;
+/// children that have ended already are left as they are.
+pub(crate) async fn cancel_child(
+    inner: &EngineInner,
+    child: workflow_store::RunId,
+) -> Result<(), StoreError> {
+    let mut todo = vec![child];
+    while let Some(run) = todo.pop() {
+        match inner
+            .store
+            .append(run, vec![EventData::RunCancelled], None)
+            .await
+        {
+            Ok(_) | Err(StoreError::RunTerminal { .. }) | Err(StoreError::RunNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        todo.extend(attached_children(inner, run).await?);
+    }
+    Ok(())
+}
+
+/// The attached children `run` has started, from its log.
+pub(crate) async fn attached_children(
+    inner: &EngineInner,
+    run: workflow_store::RunId,
+) -> Result<Vec<workflow_store::RunId>, StoreError> {
+    let log = match inner.store.read_log(run).await {
+        Ok(log) => log,
+        Err(StoreError::RunNotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(log
+        .into_iter()
+        .filter_map(|e| match e.data {
+            EventData::ChildCreated {
+                run, detached: false, ..
+            } => Some(run),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The records of one finished attempt: the step's creation (if it is not

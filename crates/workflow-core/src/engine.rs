@@ -470,13 +470,31 @@ impl Engine {
 
     /// Cancels a run: records `run_cancelled` now. A step that is running
     /// finishes, but its result is not recorded; the workflow runs no further.
+    ///
+    /// Its attached child runs ([`crate::Context::start_child`]) are
+    /// cancelled too, and theirs in turn; detached ones keep running. Calling
+    /// it again on a cancelled run repeats that for children a crash left
+    /// running (and returns [`EngineError::RunEnded`]); a child that runs
+    /// again after its parent ended also cancels itself.
     pub async fn cancel(&self, run: &RunId) -> Result<(), EngineError> {
-        match self
+        let result = self
             .inner
             .store
             .append(*run, vec![EventData::RunCancelled], None)
-            .await
-        {
+            .await;
+        if matches!(
+            result,
+            Ok(_)
+                | Err(StoreError::RunTerminal {
+                    status: RunStatus::Cancelled,
+                    ..
+                })
+        ) {
+            for child in crate::driver::attached_children(&self.inner, *run).await? {
+                crate::driver::cancel_child(&self.inner, child).await?;
+            }
+        }
+        match result {
             Ok(_) => Ok(()),
             Err(StoreError::RunTerminal { run, status }) => {
                 Err(EngineError::RunEnded { run, status })

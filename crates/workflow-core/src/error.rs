@@ -44,6 +44,16 @@ pub enum WorkflowError {
     /// A hook yielded an error (a token conflict, an undecodable payload).
     #[error(transparent)]
     Hook(#[from] crate::hook::HookError),
+    /// A child run ([`crate::Context::start_child`]) failed or was cancelled.
+    #[error("child run {run} of {workflow:?} failed: {message}")]
+    ChildFailed {
+        /// The child run.
+        run: RunId,
+        /// Its workflow.
+        workflow: String,
+        /// The child's error.
+        message: String,
+    },
     /// The workflow gave up: an error it chose to end the run with.
     #[error("{message}")]
     Fatal {

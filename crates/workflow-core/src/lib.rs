@@ -10,6 +10,7 @@
 //! - [`context`]: what a workflow may do, and the determinism rules;
 //! - [`step`]: steps, retries and backoff;
 //! - [`timer`]: durable sleep;
+//! - [`child`]: child workflows, awaited durably;
 //! - [`hook`] and [`webhook`]: waiting for payloads sent by token, from Rust or HTTP;
 //! - `replay` and `driver`: delivery of recorded events and the activation loop;
 //! - [`engine`]: start, result, cancel, workers;
@@ -19,6 +20,7 @@
 
 mod cache;
 mod check;
+pub mod child;
 pub mod context;
 mod driver;
 pub mod engine;
@@ -36,7 +38,8 @@ pub mod timer;
 pub mod webhook;
 pub mod workflow_ref;
 
-pub use check::{ReplayMismatch, ReplayReport};
+pub use check::{PatchUsage, ReplayMismatch, ReplayReport};
+pub use child::{Child, ChildOptions};
 pub use context::{Context, WorkflowRng};
 pub use engine::{Engine, EngineBuilder, EngineMetrics, EngineSettings, PurgeOptions};
 pub use error::{EngineError, NondeterminismError, StepError, StepResultExt, WorkflowError};

@@ -40,6 +40,8 @@ pub(crate) enum OpKind {
     Step,
     Wait,
     Hook,
+    Child,
+    Patch,
 }
 
 impl OpKind {
@@ -48,6 +50,8 @@ impl OpKind {
             OpKind::Step => "step",
             OpKind::Wait => "wait",
             OpKind::Hook => "hook",
+            OpKind::Child => "child",
+            OpKind::Patch => "patch",
         }
     }
 
@@ -56,6 +60,8 @@ impl OpKind {
             EventKind::StepCreated => Some(OpKind::Step),
             EventKind::WaitCreated => Some(OpKind::Wait),
             EventKind::HookCreated | EventKind::HookConflict => Some(OpKind::Hook),
+            EventKind::ChildCreated => Some(OpKind::Child),
+            EventKind::PatchMarked => Some(OpKind::Patch),
             _ => None,
         }
     }
@@ -118,6 +124,33 @@ pub(crate) struct HookSlot {
     pub invalid: bool,
 }
 
+#[derive(Debug)]
+pub(crate) struct ChildSlot {
+    /// The child run's id (derived from the parent's id and the operation).
+    pub run: RunId,
+    pub workflow: String,
+    pub input: Payload,
+    pub detached: bool,
+    /// How the child ended, once `child_completed` or `child_failed` is delivered.
+    pub outcome: Option<Result<Payload, ErrorRecord>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PatchSlot {
+    pub patch: String,
+}
+
+/// What [`RunState::patch_at`] finds at the next operation's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatchAt {
+    /// The history has this patch's marker here.
+    Marked,
+    /// The history went past this point without the marker: it predates the patch.
+    Old,
+    /// The run reaches this point for the first time.
+    New,
+}
+
 /// Something the code asked to record, in program order.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -139,6 +172,8 @@ pub(crate) enum SlotKind {
     Step(StepSlot),
     Wait(WaitSlot),
     Hook(HookSlot),
+    Child(ChildSlot),
+    Patch(PatchSlot),
 }
 
 #[derive(Debug)]
@@ -176,6 +211,11 @@ impl OpSlot {
             SlotKind::Hook(h) => {
                 h.invalid || (self.recorded && (!h.dispose_requested || h.disposed))
             }
+            // A child is recorded even if its handle is dropped at once (a
+            // fire-and-forget child); an attached one is kept until it ends,
+            // so that it can be cancelled with its parent.
+            SlotKind::Child(c) => self.recorded && (c.outcome.is_some() || c.detached),
+            SlotKind::Patch(_) => self.recorded,
         }
     }
 
@@ -188,6 +228,8 @@ impl OpSlot {
             SlotKind::Step(s) => matches!(s.status, StepStatus::Open | StepStatus::Retrying { .. }),
             SlotKind::Wait(w) => !w.done,
             SlotKind::Hook(h) => h.conflict.is_none() && !h.disposed && h.payloads.is_empty(),
+            SlotKind::Child(c) => c.outcome.is_none(),
+            SlotKind::Patch(_) => false,
         }
     }
 }
@@ -228,6 +270,12 @@ pub(crate) struct RunState {
     pub step_mocks: Option<Arc<crate::testing::StepMocks>>,
     /// Where step attempts write stream chunks (set by the driver, with its lease).
     pub stream_sink: Option<crate::stream::StreamSink>,
+    /// The log holds the run's end (`run_completed`, `run_failed`, `run_cancelled`).
+    ended_in_log: bool,
+    /// Patches for which `patched` took the old branch (check-replay reports them).
+    pub patches_old: std::collections::BTreeSet<String>,
+    /// Patches whose marker is in this run's history.
+    pub patches_marked: std::collections::BTreeSet<String>,
 }
 
 /// Shared handle to a run's state.
@@ -255,6 +303,8 @@ pub(crate) fn describe(kind: OpKind, name: Option<&str>) -> String {
 fn describe_event(data: &EventData) -> String {
     match data {
         EventData::StepCreated { name, .. } => describe(OpKind::Step, Some(name)),
+        EventData::ChildCreated { workflow, .. } => describe(OpKind::Child, Some(workflow)),
+        EventData::PatchMarked { patch, .. } => describe(OpKind::Patch, Some(patch)),
         EventData::HookCreated { token, .. } | EventData::HookConflict { token, .. } => {
             format!("hook with token {token}")
         }
@@ -288,6 +338,9 @@ impl RunState {
             #[cfg(feature = "test-util")]
             step_mocks: None,
             stream_sink: None,
+            ended_in_log: false,
+            patches_old: Default::default(),
+            patches_marked: Default::default(),
         };
         state.extend_log(log);
         state
@@ -298,6 +351,9 @@ impl RunState {
         for e in events {
             if e.seq != self.known {
                 continue; // already known
+            }
+            if e.kind().is_run_terminal() {
+                self.ended_in_log = true;
             }
             if e.kind().is_creation() {
                 if let Some(i) = e.data.correlation_id().and_then(op_index) {
@@ -341,6 +397,26 @@ impl RunState {
             .get(usize::try_from(seq.checked_sub(first)?).ok()?)
     }
 
+    /// Whether the history has the marker of `patch` at the next operation's
+    /// position, went past that position without it, or ends before it.
+    pub fn patch_at(&self, patch: &str) -> PatchAt {
+        let index = self.next_index;
+        if let Some(recorded) = self.recorded_creation(index) {
+            if let EventData::PatchMarked { patch: p, .. } = &recorded.data {
+                if p == patch {
+                    return PatchAt::Marked;
+                }
+            }
+            return PatchAt::Old;
+        }
+        let later = self.creations.keys().any(|&i| i > index);
+        if later || self.ended_in_log {
+            PatchAt::Old
+        } else {
+            PatchAt::New
+        }
+    }
+
     /// Called when an operation's future is dropped: forgets its slot if
     /// nothing is left to do for it, else marks it dropped.
     pub fn release_op(&mut self, index: u64) {
@@ -375,6 +451,8 @@ impl RunState {
             let same = rkind == Some(kind)
                 && match (&recorded.data, name, &slot) {
                     (EventData::StepCreated { name: rn, .. }, Some(n), _) => rn == n,
+                    (EventData::ChildCreated { workflow, .. }, Some(n), _) => workflow == n,
+                    (EventData::PatchMarked { patch, .. }, Some(n), _) => patch == n,
                     (
                         EventData::HookCreated { token, .. }
                         | EventData::HookConflict { token, .. },
@@ -512,7 +590,17 @@ impl RunState {
                 slot.recorded = true;
             }
             (EventData::StepCreated { .. }, SlotKind::Step(_))
-            | (EventData::HookCreated { .. }, SlotKind::Hook(_)) => slot.recorded = true,
+            | (EventData::HookCreated { .. }, SlotKind::Hook(_))
+            | (EventData::ChildCreated { .. }, SlotKind::Child(_))
+            | (EventData::PatchMarked { .. }, SlotKind::Patch(_)) => slot.recorded = true,
+            (EventData::ChildCompleted { output, .. }, SlotKind::Child(c)) => {
+                c.outcome = Some(Ok(output));
+                slot.wake();
+            }
+            (EventData::ChildFailed { error, .. }, SlotKind::Child(c)) => {
+                c.outcome = Some(Err(error));
+                slot.wake();
+            }
             (EventData::HookConflict { holder, .. }, SlotKind::Hook(h)) => {
                 slot.recorded = true;
                 h.conflict = Some(holder);
@@ -552,6 +640,8 @@ impl RunState {
                     SlotKind::Step(s) => describe(OpKind::Step, Some(&s.name)),
                     SlotKind::Wait(_) => describe(OpKind::Wait, None),
                     SlotKind::Hook(_) => describe(OpKind::Hook, None),
+                    SlotKind::Child(c) => describe(OpKind::Child, Some(&c.workflow)),
+                    SlotKind::Patch(p) => describe(OpKind::Patch, Some(&p.patch)),
                 };
                 self.mismatch(index, expected, found);
             }
@@ -565,6 +655,8 @@ fn event_payload_bytes(e: &Event) -> usize {
         EventData::RunCreated { input, .. } => input.as_bytes().len(),
         EventData::RunCompleted { output } => output.as_bytes().len(),
         EventData::StepCompleted { result, .. } => result.as_bytes().len(),
+        EventData::ChildCreated { input, .. } => input.as_bytes().len(),
+        EventData::ChildCompleted { output, .. } => output.as_bytes().len(),
         EventData::HookReceived { payload, .. } => payload.as_bytes().len(),
         EventData::HookCreated { metadata, .. } => {
             metadata.as_ref().map_or(0, |m| m.as_bytes().len())
