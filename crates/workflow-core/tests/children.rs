@@ -291,3 +291,52 @@ async fn a_failed_child_is_an_error_of_the_parent() {
     assert_eq!(out, "out of stock");
     e.shutdown().await;
 }
+
+/// The store of [`a_child_that_ends_while_a_lone_step_finishes_wins_on_replay_too`].
+static RACE_STORE: std::sync::OnceLock<std::sync::Arc<dyn Store>> = std::sync::OnceLock::new();
+
+/// A child against a step that returns just after the child has ended.
+async fn step_after_child(ctx: Context, _: ()) -> Result<String, WorkflowError> {
+    let child = ctx.start_child::<_, _, String>("slow_child", &1u64)?;
+    let id = child.run_id();
+    let step = ctx.step("waits for the child", move |_| async move {
+        // Woken by the same notification as the driver, so that the step's
+        // result and the child's end reach the driver together.
+        let store = RACE_STORE.get().expect("set by the test").clone();
+        let mut feed = store.subscribe().expect("a change feed");
+        loop {
+            if let Ok(Some(r)) = store.get_run(id).await {
+                if r.status.is_terminal() {
+                    return Ok::<_, StepError>("step".to_string());
+                }
+            }
+            let _ = feed.recv().await;
+        }
+    });
+    futures::pin_mut!(child);
+    futures::pin_mut!(step);
+    let winner = futures::select_biased! {
+        out = child.fuse() => out?,
+        s = step.fuse() => s?,
+    };
+    Ok(winner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_ends_while_a_lone_step_finishes_wins_on_replay_too() {
+    // The child's end is recorded before the step's result: the step's
+    // result must not reach the workflow ahead of the log (the driver's fast
+    // path for a lone step), or the live run and its replay disagree.
+    let store = MemoryStore::new();
+    let _ = RACE_STORE.set(std::sync::Arc::new(store.clone()));
+    let e = support::engine(store.clone(), |b| {
+        b.workflow("slow_child", slow_child)
+            .workflow("step_after_child", step_after_child)
+    });
+    let run = e.start("step_after_child", &()).await.unwrap();
+    let out: String = e.result(&run).await.unwrap();
+    assert_eq!(out, "child slept 1");
+    let report = e.check_replay().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+    e.shutdown().await;
+}
