@@ -216,3 +216,33 @@ async fn deprecate_patch_serves_runs_with_and_without_the_marker() {
     assert_eq!(markers(&store, fresh).await, 0);
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_that_ended_at_the_patch_point_takes_the_old_branch() {
+    async fn before(ctx: Context, _: ()) -> Result<String, WorkflowError> {
+        step(&ctx, "charge").await?;
+        Ok("old".into())
+    }
+    async fn after(ctx: Context, _: ()) -> Result<String, WorkflowError> {
+        step(&ctx, "charge").await?;
+        if ctx.patched("receipt") {
+            step(&ctx, "receipt").await?;
+            return Ok("new".into());
+        }
+        Ok("old".into())
+    }
+    let store = workflow_store::MemoryStore::new();
+    let e = Engine::builder(store.clone())
+        .workflow("order", before)
+        .build();
+    e.start_workers();
+    let run = e.start("order", &()).await.unwrap();
+    let _: String = e.result(&run).await.unwrap();
+    e.shutdown().await;
+    // The completed run has nothing after `charge`, but it ended there: on
+    // replay it must end the same way, so it takes the old branch.
+    let e = Engine::builder(store).workflow("order", after).build();
+    let report = e.check_replay().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.patches.is_empty(), "ended runs need no patch");
+}
