@@ -7,7 +7,8 @@
 //! Programs mix sequential and parallel steps that fail a few times, step
 //! panics, steps longer than the lease, durable sleeps, deterministic random
 //! draws, and races: a short timer against a slow step, and a hook payload
-//! (sent by the harness as soon as the hook exists) against a slow step. The
+//! (sent by the harness as soon as the hook exists) against a slow step, child
+//! runs awaited alone or raced against durable timers, and `patched`. The
 //! races have margins wide enough that the winner is the same in every run, so
 //! they test that the driver delivers timers and payloads while steps run.
 //!
@@ -50,6 +51,18 @@ enum Instr {
     /// `select_biased!` of a hook (its payload sent when the hook exists) and
     /// a 400 ms step: the payload wins.
     PayloadBeatsStep,
+    /// A child run whose step fails `fail` times first; the parent awaits it.
+    Child {
+        fail: u8,
+    },
+    /// `select_biased!` of a 5 ms durable timer and a child that sleeps for
+    /// a minute: the timer wins (the child is cancelled when the parent ends).
+    TimerBeatsChild,
+    /// `select_biased!` of a child with one quick step and a one-minute
+    /// durable timer: the child wins.
+    ChildBeatsTimer,
+    /// `Context::patched`: a new run takes the new branch.
+    Patched,
 }
 
 fn instr() -> impl Strategy<Value = Instr> {
@@ -62,6 +75,10 @@ fn instr() -> impl Strategy<Value = Instr> {
         1 => Just(Instr::TimerBeatsStep),
         1 => Just(Instr::PayloadBeatsStep),
         1 => Just(Instr::Long),
+        2 => (0..2u8).prop_map(|fail| Instr::Child { fail }),
+        1 => Just(Instr::TimerBeatsChild),
+        1 => Just(Instr::ChildBeatsTimer),
+        1 => Just(Instr::Patched),
     ]
 }
 
@@ -135,6 +152,16 @@ fn report(r: Result<String, WorkflowError>, name: &str) -> String {
 async fn slow_step(ms: u64) -> Result<String, StepError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok("step".to_string())
+}
+
+/// The child workflow: one step that fails `fail` times first, then a
+/// durable sleep of `sleep_ms`.
+async fn leaf(ctx: Context, (tag, fail, sleep_ms): (u8, u8, u64)) -> Result<String, WorkflowError> {
+    let r = ctx
+        .step_with("leaf", opts(), move |s| attempt_step(s, tag, fail, false))
+        .await?;
+    ctx.sleep(Duration::from_millis(sleep_ms)).await?;
+    Ok(format!("leaf {r}"))
 }
 
 fn hook_token(run: RunId, tag: u8, i: usize) -> String {
@@ -219,6 +246,31 @@ async fn interpret(
                 };
                 out.push(payload);
             }
+            Instr::Child { fail } => {
+                let child = ctx.start_child::<_, _, String>("leaf", &(tag, fail, 0u64))?;
+                out.push(report(child.await, &format!("child{i}")));
+            }
+            Instr::TimerBeatsChild => {
+                let child = ctx.start_child::<_, _, String>("leaf", &(tag, 0u8, 60_000u64))?;
+                let timer = ctx.sleep(Duration::from_millis(5));
+                futures::pin_mut!(child);
+                futures::select_biased! {
+                    t = timer.fuse() => t?,
+                    _ = child.fuse() => return Err(WorkflowError::fatal("a one-minute child beat a 5 ms timer")),
+                };
+                out.push("timer".to_string());
+            }
+            Instr::ChildBeatsTimer => {
+                let child = ctx.start_child::<_, _, String>("leaf", &(tag, 0u8, 0u64))?;
+                let timer = ctx.sleep(Duration::from_secs(60));
+                futures::pin_mut!(child);
+                let won = futures::select_biased! {
+                    _ = timer.fuse() => return Err(WorkflowError::fatal("a one-minute timer beat a child")),
+                    c = child.fuse() => c?,
+                };
+                out.push(won);
+            }
+            Instr::Patched => out.push(format!("patched {}", ctx.patched(&format!("p{i}")))),
         }
     }
     Ok(out)
@@ -268,6 +320,7 @@ async fn delivered(store: &dyn Store, run: RunId, payload: &str) -> bool {
 fn engine<S: Store + Clone>(store: S) -> Engine {
     let e = Engine::builder(store)
         .workflow("program", interpret)
+        .workflow("leaf", leaf)
         .lease_ttl(LEASE)
         .poll_interval(Duration::from_millis(10))
         .build();
@@ -292,6 +345,14 @@ fn normalized(log: &[Event]) -> (Vec<String>, std::collections::BTreeMap<String,
                 format!("completed {step} {:?}", result.as_bytes())
             }
             EventData::RunCompleted { output } => format!("run_completed {:?}", output.as_bytes()),
+            // The child's input names the harness's tag, which differs.
+            EventData::ChildCreated {
+                child,
+                run,
+                workflow,
+                detached,
+                ..
+            } => format!("child_created {child} {run} {workflow} {detached}"),
             other => format!("{other:?}"),
         };
         match e.data.correlation_id() {
@@ -420,6 +481,7 @@ fn check_equivalence_with<S: Store + Clone, P: Store>(
                 // The disrupted history, attempts and all, replays cleanly.
                 let checker = Engine::builder(plain)
                     .workflow("program", interpret)
+                    .workflow("leaf", leaf)
                     .build();
                 let report = checker.check_replay().await.unwrap();
                 prop_assert!(
