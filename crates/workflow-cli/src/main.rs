@@ -331,6 +331,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "unknown_workflow": report.unknown_workflow.iter()
                         .map(|(r, w)| serde_json::json!({ "run": r.to_string(), "workflow": w }))
                         .collect::<Vec<_>>(),
+                    "patches": report.patches.iter().map(|(p, u)| (p.clone(), serde_json::json!({
+                        "old_runs": u.old_runs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "marked_runs": u.marked_runs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }))).collect::<serde_json::Map<_, _>>(),
                 }));
             } else {
                 println!("checked {} run(s)", report.checked);
@@ -339,6 +343,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 for (r, w) in &report.unknown_workflow {
                     println!("skipped {r}: workflow {w:?} is not known to this binary");
+                }
+                for (patch, usage) in &report.patches {
+                    println!(
+                        "patch {patch:?}: {} run(s) still take the old branch, {} have its marker",
+                        usage.old_runs.len(),
+                        usage.marked_runs.len()
+                    );
+                    for r in &usage.old_runs {
+                        println!("  old branch: {r}");
+                    }
+                    for r in &usage.marked_runs {
+                        println!("  marker:     {r}");
+                    }
                 }
             }
             return if report.is_clean() {
