@@ -1,7 +1,8 @@
 //! The example workflows `workflow serve` runs, chosen to show the library's
 //! range: a webhook answered by the workflow itself, a stream of messages on
-//! one hook, a flaky step with retries and a durable sleep, and a report
-//! that streams its progress.
+//! one hook, a flaky step with retries and a durable sleep, a report
+//! that streams its progress, and an order that starts a child workflow per
+//! shipment and waits for them all.
 
 use std::time::Duration;
 
@@ -10,11 +11,24 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use workflow_core::{
     Backoff, Context, EngineBuilder, HookOptions, StepError, StepOptions, WebhookOptions,
-    WorkflowError,
+    WorkflowError, WorkflowRef,
 };
 
 /// The names of the workflows [`register`] adds.
-pub const NAMES: [&str; 4] = ["approve_order", "chat", "flaky_job", "report"];
+pub const NAMES: [&str; 6] = [
+    "approve_order",
+    "chat",
+    "flaky_job",
+    "report",
+    "ship_order",
+    "shipment",
+];
+
+/// The order workflow: one `shipment` child per parcel.
+pub const SHIP_ORDER: WorkflowRef<ShipOrder, Vec<String>> = WorkflowRef::new("ship_order");
+
+/// The child workflow of [`SHIP_ORDER`]: one parcel.
+pub const SHIPMENT: WorkflowRef<Shipment, String> = WorkflowRef::new("shipment");
 
 /// Registers the example workflows on an engine builder.
 pub fn register(builder: EngineBuilder) -> EngineBuilder {
@@ -23,6 +37,73 @@ pub fn register(builder: EngineBuilder) -> EngineBuilder {
         .workflow("chat", chat)
         .workflow("flaky_job", flaky_job)
         .workflow("report", report)
+        .workflow(SHIP_ORDER, ship_order)
+        .workflow(SHIPMENT, shipment)
+}
+
+/// Input of `ship_order`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShipOrder {
+    /// Order number.
+    pub id: u64,
+    /// One entry per parcel: where it goes.
+    pub parcels: Vec<String>,
+}
+
+/// Input of `shipment`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shipment {
+    /// The order the parcel belongs to.
+    pub order: u64,
+    /// The parcel's position in the order.
+    pub parcel: u32,
+    /// Where it goes.
+    pub to: String,
+}
+
+/// Reserves stock, starts a `shipment` child run per parcel (each visible
+/// on its own in the dashboard, linked to this run), and waits for all of
+/// them: the order holds no task while its parcels travel.
+pub async fn ship_order(ctx: Context, order: ShipOrder) -> Result<Vec<String>, WorkflowError> {
+    let parcels = order.parcels.len();
+    ctx.step("reserve stock", move |_| async move {
+        Ok::<_, StepError>(format!("reserved {parcels} parcel(s)"))
+    })
+    .await?;
+    let mut children = Vec::new();
+    for (i, to) in order.parcels.iter().enumerate() {
+        let parcel = u32::try_from(i).unwrap_or(u32::MAX);
+        let input = Shipment {
+            order: order.id,
+            parcel,
+            to: to.clone(),
+        };
+        children.push(ctx.start_child(SHIPMENT, &input)?);
+    }
+    let mut tracking = Vec::new();
+    for child in children {
+        tracking.push(child.await?);
+    }
+    Ok(tracking)
+}
+
+/// Books a carrier, waits (durably) for the pickup, and returns a tracking number.
+pub async fn shipment(ctx: Context, s: Shipment) -> Result<String, WorkflowError> {
+    let to = s.to.clone();
+    ctx.step("book carrier", move |_| {
+        let to = to.clone();
+        async move { Ok::<_, StepError>(format!("carrier booked to {to}")) }
+    })
+    .await?;
+    ctx.sleep(Duration::from_millis(200)).await?;
+    let label = format!("TRK-{}-{}", s.order, s.parcel);
+    let tracking: String = ctx
+        .step("hand over", move |_| {
+            let label = label.clone();
+            async move { Ok::<_, StepError>(label) }
+        })
+        .await?;
+    Ok(tracking)
 }
 
 /// Input of `approve_order`.

@@ -1316,3 +1316,61 @@ async fn the_overview_counts_by_status_and_bounds_what_it_reads() {
     assert!(page.body.contains("Counted up to 1000 per status"));
     assert!(page.body.contains(&format!("{P}/runs/{waiting}#hooks")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_and_child_runs_link_to_each_other() {
+    let (engine, store) = new_engine();
+    let parent = create(store.as_ref(), RunId::new(), "orders", json!({})).await;
+    let child = RunId::new();
+    append(
+        store.as_ref(),
+        parent,
+        vec![
+            EventData::RunStarted,
+            EventData::ChildCreated {
+                child: CorrelationId::new("child:0").expect("id"),
+                run: child,
+                workflow: "alpha".into(),
+                input: payload(json!({"parcel": 1})),
+                detached: false,
+            },
+        ],
+    )
+    .await;
+    // The child ends: the store tells the parent in the same write.
+    append(
+        store.as_ref(),
+        child,
+        vec![
+            EventData::RunStarted,
+            EventData::RunCompleted {
+                output: payload(json!("TRK-1")),
+            },
+        ],
+    )
+    .await;
+    let s = Server::start(engine, DashboardConfig::default()).await;
+    let page = s.get(&format!("{P}/runs/{parent}")).await;
+    assert!(page.body.contains("Child runs"), "{}", page.body);
+    assert!(page.body.contains(&format!("href=\"{P}/runs/{child}\"")));
+    assert!(page.body.contains("alpha (completed)"));
+    let page = s.get(&format!("{P}/runs/{child}")).await;
+    assert!(page.body.contains("Parent run"));
+    assert!(page.body.contains(&format!("href=\"{P}/runs/{parent}\"")));
+    // The JSON of the events names the linked runs too (what `workflow events` prints).
+    let d = s.get_json(&format!("{P}/api/runs/{parent}")).await;
+    let kinds: Vec<&str> = d["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert!(kinds.contains(&"child_completed"), "{kinds:?}");
+    let created = d["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "child_created")
+        .expect("child_created");
+    assert_eq!(created["data"]["child_run"], child.to_string());
+}

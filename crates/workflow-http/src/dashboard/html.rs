@@ -422,6 +422,38 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
         n = r.next_seq,
         api = esc(&format!("{p}/api/runs/{id}")),
     );
+    // Parent and child runs, linked.
+    if d.parent.is_some() || !d.children.is_empty() {
+        c.push_str("<dl class=\"facts\" id=\"family\">");
+        if let Some(parent) = d.parent {
+            let _ = write!(
+                c,
+                "<dt>Parent run</dt><dd><a class=\"mono\" href=\"{href}\">{id}</a></dd>",
+                href = esc(&format!("{p}/runs/{parent}")),
+                id = esc(&parent.to_string()),
+            );
+        }
+        if !d.children.is_empty() {
+            let links: Vec<String> = d
+                .children
+                .iter()
+                .map(|(child, workflow, state)| {
+                    format!(
+                        "<a class=\"mono\" href=\"{href}\">{id}</a> {wf} ({state})",
+                        href = esc(&format!("{p}/runs/{child}")),
+                        id = esc(&child.to_string()),
+                        wf = esc(workflow),
+                    )
+                })
+                .collect();
+            let _ = write!(
+                c,
+                "<dt>Child runs</dt><dd>{}</dd>",
+                links.join("<br>")
+            );
+        }
+        c.push_str("</dl>");
+    }
     // The same from a terminal.
     let mut commands = vec![command(&format!("workflow events {id}"))];
     if r.status == RunStatus::Blocked {

@@ -244,6 +244,39 @@ pub(crate) struct RunDetail {
     pub now: Timestamp,
     /// Whether tokens are masked.
     pub masked: bool,
+    /// The run that started this one, for a child run.
+    pub parent: Option<RunId>,
+    /// The child runs this run started, in order: id, workflow, and
+    /// `running`, `completed` or `failed` as far as this run's log says.
+    pub children: Vec<(RunId, String, &'static str)>,
+}
+
+/// The parent of a run and the children it started, from its log.
+fn family(log: &[Event]) -> (Option<RunId>, Vec<(RunId, String, &'static str)>) {
+    let mut parent = None;
+    let mut children: Vec<(RunId, String, &'static str)> = Vec::new();
+    for e in log {
+        match &e.data {
+            EventData::RunCreated {
+                parent: Some(p), ..
+            } => parent = Some(p.run),
+            EventData::ChildCreated { run, workflow, .. } => {
+                children.push((*run, workflow.clone(), "running"))
+            }
+            EventData::ChildCompleted { run, .. } | EventData::ChildFailed { run, .. } => {
+                let state = if matches!(e.data, EventData::ChildCompleted { .. }) {
+                    "completed"
+                } else {
+                    "failed"
+                };
+                if let Some(c) = children.iter_mut().find(|c| c.0 == *run) {
+                    c.2 = state;
+                }
+            }
+            _ => {}
+        }
+    }
+    (parent, children)
 }
 
 /// A run's detail, or `None` if there is no such run.
@@ -298,7 +331,10 @@ pub(crate) async fn run_detail(
         .filter(|h| h.live)
         .map(|h| HookView::scrubbed(h, &scrub))
         .collect();
+    let (parent, children) = family(&log);
     Ok(Some(RunDetail {
+        parent,
+        children,
         streams,
         summary: RunSummary {
             record,

@@ -172,9 +172,40 @@ pub(crate) fn webhook_mode(w: &WebhookResponse) -> String {
 /// secret-looking headers hidden when `scrub` hides tokens).
 pub(crate) fn event_data(e: &Event, scrub: &Scrubber, webhook: bool) -> Json {
     match &e.data {
-        EventData::RunCreated { workflow, input, .. } => {
-            json!({ "workflow": workflow, "input": scrub.value(payload_json(input)) })
-        }
+        EventData::RunCreated {
+            workflow,
+            input,
+            parent,
+        } => match parent {
+            Some(p) => json!({
+                "workflow": workflow,
+                "input": scrub.value(payload_json(input)),
+                "parent": p.run.to_string(),
+                "detached": p.detached,
+            }),
+            None => json!({ "workflow": workflow, "input": scrub.value(payload_json(input)) }),
+        },
+        EventData::ChildCreated {
+            run,
+            workflow,
+            input,
+            detached,
+            ..
+        } => json!({
+            "child_run": run.to_string(),
+            "workflow": workflow,
+            "input": scrub.value(payload_json(input)),
+            "detached": detached,
+        }),
+        EventData::ChildCompleted { run, output, .. } => json!({
+            "child_run": run.to_string(),
+            "output": scrub.value(payload_json(output)),
+        }),
+        EventData::ChildFailed { run, error, .. } => json!({
+            "child_run": run.to_string(),
+            "error": scrub.text(&error.message),
+        }),
+        EventData::PatchMarked { patch, .. } => json!({ "patch": patch }),
         EventData::RunCompleted { output } => {
             json!({ "output": scrub.value(payload_json(output)) })
         }
