@@ -641,3 +641,45 @@ fn ok_json_lines(out: Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("JSON lines"))
         .collect()
 }
+
+#[test]
+fn serve_runs_an_order_with_a_child_run_per_shipment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "127.0.0.1:0");
+    let base = server.base.clone();
+    let started = ok_json(cli(
+        &data,
+        Some(&base),
+        &[
+            "start",
+            "ship_order",
+            r#"{"id": 12, "parcels": ["Lyon", "Porto", "Graz"]}"#,
+            "--json",
+        ],
+    ));
+    let run = started["run"].as_str().unwrap().to_string();
+    wait_for_status(&data, &base, &run, "completed");
+    // `workflow events` shows the child runs the order started and their ends.
+    let events = ok_json(cli(&data, Some(&base), &["events", &run, "--json"]));
+    let events = events.as_array().unwrap();
+    let children: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "child_created")
+        .map(|e| e["data"]["child_run"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(children.len(), 3, "{events:?}");
+    let outputs: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "child_completed")
+        .map(|e| e["data"]["output"].as_str().unwrap())
+        .collect();
+    assert_eq!(outputs.len(), 3);
+    assert!(outputs.contains(&"TRK-12-1"), "{outputs:?}");
+    // Each child's first event names the order as its parent.
+    for child in &children {
+        let log = ok_json(cli(&data, Some(&base), &["events", child, "--json"]));
+        assert_eq!(log[0]["data"]["parent"], run.as_str());
+        assert_eq!(log[0]["data"]["workflow"], "shipment");
+    }
+}
