@@ -951,8 +951,20 @@ impl Inner {
                     |writes, durable| self.log(writes, durable),
                     now,
                     batch,
-                );
+                )
             });
+            match &committed {
+                Ok(Ok(())) => self.checkpoint_if_due(),
+                Ok(Err(e)) => {
+                    // sled has part of a logged batch: refuse writes until
+                    // the store is reopened and replays the log.
+                    self.wal
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .refuse(format!("a logged batch could not be applied to sled: {e}"));
+                }
+                Err(_) => {}
+            }
             if let Err(panic) = committed {
                 self.poison.set(&self.path, "committing writes", &panic);
                 transaction::fail_batch(
@@ -971,29 +983,32 @@ impl Inner {
     }
 
     /// Appends a batch's writes to the write-ahead log, synced if `durable`
-    /// (and `fsync` is on), and makes a checkpoint when one is due. The
-    /// batch is durable when this returns `Ok`, whatever the checkpoint does.
+    /// (and `fsync` is on): the batch is durable when this returns `Ok`. On
+    /// an error the log holds nothing of it, and sled gets nothing of it.
     fn log(&self, writes: &[crate::kv::Write], durable: bool) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
         let sync = durable && self.data_file.is_some();
         let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = wal.append(writes, sync) {
-            // sled's trees have the batch already: a later batch logged on
-            // top of it would replay without it. Stop until reopened.
-            wal.refuse(format!("a batch could not be logged: {e}"));
-            return Err(e);
-        }
+        wal.append(writes, sync)?;
         #[cfg(test)]
         if sync {
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// After a batch is applied: a checkpoint when the log has grown past
+    /// its limits. (Not before the batch is in sled: a checkpoint empties
+    /// the log.)
+    fn checkpoint_if_due(&self) {
+        use std::sync::atomic::Ordering;
         let batches = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
         if wal.len() >= CHECKPOINT_BYTES || batches >= CHECKPOINT_BATCHES {
             if let Err(e) = self.checkpoint(&mut wal) {
                 tracing::error!(path = %self.path.display(), error = %e, "a checkpoint failed; the write-ahead log keeps its records");
             }
         }
-        Ok(())
     }
 
     /// Makes sled hold every logged write durably ([`Inner::flush`]), then
@@ -1080,7 +1095,7 @@ impl Drop for Inner {
             return;
         }
         let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        match damage::guarded(|| self.checkpoint(&mut wal)) {
+        match damage::guarded(|| self.checkpoint(&mut wal).and_then(|()| wal.close())) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(path = %self.path.display(), error = %e, "the checkpoint at close failed; the next open replays the write-ahead log")
