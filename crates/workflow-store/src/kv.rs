@@ -17,7 +17,7 @@ use crate::record::{QueueEntry, RunStatus};
 use crate::stream::ChunkKey;
 
 /// A table (sled tree, redb table) of the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Table {
     /// Run records: `run_id` (16 bytes) -> `RunRecord`.
     Runs,

@@ -27,14 +27,18 @@
 //! # Writes and the commit point
 //!
 //! Every write (`create_run`, `append`, `resume_hook`, `wake`, and the lease
-//! operations) runs the shared rules of [`crate::backend`] inside a sled
-//! transaction over all the trees above except `meta`, and writes the events,
-//! their projections and both indexes in that transaction: all or nothing. Then
-//! the transaction is made durable: its writes (trees, keys, new values) are
-//! appended as one record to the store's **write-ahead log**, the file `wal`
-//! in the directory, and (unless [`SledConfig::fsync`] is off) the log is
-//! `fdatasync`ed. **A write is acknowledged (its future resolves `Ok`) only
-//! after that**, and only then are its change notifications published.
+//! operations) runs the shared rules of [`crate::backend`] over the trees
+//! above (as the writes before it in its batch left them), which give the
+//! events, their projections and both indexes as writes (trees, keys, new
+//! values). These are appended as one record to the store's **write-ahead
+//! log**, the file `wal` in the directory, and (unless [`SledConfig::fsync`]
+//! is off) the log is `fdatasync`ed; only then are they applied to sled's
+//! trees. **A write is acknowledged (its future resolves `Ok`) only after
+//! that**, and only then are its change notifications published. The log
+//! record is what makes a write all or nothing: no sled transaction is used
+//! (each of those writes sled's own log buffer out, a disk round trip), the
+//! group commit's leader is the only writer, and the gate below keeps
+//! readers off a batch being applied.
 //!
 //! sled itself is flushed only at a *checkpoint*: when the log passes 32 MiB
 //! or 4,096 batches, and when the store is closed. A checkpoint `fsync`s the
@@ -46,10 +50,10 @@
 //! damaged record at the end of the log (a length and a CRC-32 guard each)
 //! was never acknowledged and is cut off; `wal.rs` has the format.
 //!
-//! A durable write so costs one append and one `fdatasync` of a small file,
-//! where a flush of sled costs a `pwrite` and a `sync_file_range` of sled's
-//! log and then the `fdatasync` (measured: a step's write went from about
-//! 2.4x to 1.3x an append + `fdatasync` of 128 bytes, `cargo bench -p
+//! A durable write so costs one write and one `fdatasync` of a preallocated
+//! file, where a flush of sled costs a `pwrite` and a `sync_file_range` of
+//! sled's log and then the `fdatasync` (measured: a step's write went from
+//! about 2.3x to 1.3x an append + `fdatasync` of 128 bytes, `cargo bench -p
 //! workflow-http --bench peers`).
 //!
 //! Dropping a write's future does not cancel the write: once queued it is
@@ -57,20 +61,20 @@
 //!
 //! # Readers see only acknowledged writes
 //!
-//! sled shows a transaction to every reader as soon as it commits, before the
-//! flush; a read in that window could return a write that a crash then loses
-//! (a run reported completed that is not, after a restart). So the reads
-//! (`read_events`, `get_run`, `list_runs`, `get_hook`, `list_hooks`,
-//! `next_due`) pass a gate (`visibility.rs`): the commit publishes what its
-//! batch writes (which runs, tokens, whether run records or the due index
-//! change) just before sled applies it, and clears that once its log record
-//! is synced and the batch's writers are acknowledged. A read waits while the
+//! A batch reaches sled's trees only once its log record is synced, one tree
+//! write after another; a read in the middle could see part of it (an event
+//! without the run record that counts it). So the reads (`read_events`,
+//! `get_run`, `list_runs`, `get_hook`, `list_hooks`, `next_due`) pass a gate
+//! (`visibility.rs`): the commit publishes what its batch writes (which runs,
+//! tokens, whether run records or the due index change) just before it
+//! applies the batch to sled, and clears that once the batch's writers are
+//! acknowledged. A read waits while the
 //! batch in flight touches what it reads, and checks again after reading; if a
 //! batch touching it committed meanwhile, it reads again while holding the next
 //! batch off (so a busy run cannot starve its readers).
 //!
-//! The cost: a read of something the batch in flight writes waits for that
-//! batch's log sync, about the latency of a write; reads of other
+//! The cost: a read of something the batch being applied writes waits for
+//! that, a few tree writes; reads of other
 //! runs do not wait, and the commit never waits for readers except, for the
 //! length of one read, for a reader that was overtaken by a batch. `list_runs`
 //! waits whenever the batch in flight changes any run record, `next_due`
@@ -79,21 +83,19 @@
 //! batch, committed after the earlier one is durable.
 //!
 //! If logging a batch fails, its writers get an error saying the write is not
-//! known to be durable, readers may then see those writes (sled has them),
-//! and the store refuses further writes until it is reopened: a later batch
-//! logged on top of the missing one would replay without it.
+//! known to be durable, and nothing of it reaches sled. If sled fails while a
+//! logged batch is applied, its writers get an error, and the store refuses
+//! further writes until it is reopened (which replays the log).
 //!
 //! # Group commit
 //!
-//! Concurrent writers share transactions and flushes (see `group_commit.rs`):
+//! Concurrent writers share log records and syncs (see `group_commit.rs`):
 //! each write is queued; one *leader* at a time (on tokio's blocking pool) takes
-//! every queued write, runs them in order in one sled transaction (each sees the
-//! writes before it; one whose rules fail writes nothing and gets its own
-//! error, the others go on), makes that durable once, and wakes their writers;
-//! meanwhile new writes queue for its next round. A lone writer pays one
-//! transaction and one flush per write; under concurrency a whole batch pays
-//! one. Sharing only the flush would not do with sled 0.34, where every
-//! transaction writes out sled's log buffer by itself.
+//! every queued write, runs them in order as one batch (each sees the writes
+//! before it; one whose rules fail writes nothing and gets its own error, the
+//! others go on), logs and syncs the batch once, applies it, and wakes their
+//! writers; meanwhile new writes queue for its next round. A lone writer pays
+//! one sync per write; under concurrency a whole batch pays one.
 //!
 //! # Leases in a single-process store
 //!
@@ -108,7 +110,7 @@
 //!   ([`Lease::taken_over`]) and the engine charges the attempts that may have
 //!   been running as lost; a lease lost in the crash would let a step with
 //!   `max_attempts(1)` run twice. `lease_due` queues one write per due run,
-//!   together, so they share one commit and one flush.
+//!   together, so they share one log record and one sync.
 //! - **Releasing a lease**: yes. A release lost in a crash would make the next
 //!   lease look like a takeover, and charge a lost attempt to a step that
 //!   never ran.
@@ -144,9 +146,9 @@
 //! `tests/sled_crash.rs` checks exactly this by killing a writing process with
 //! `SIGKILL` again and again and reopening its directory.
 //!
-//! If the flush itself fails (an I/O error), the writes of that batch are
-//! reported as [`StoreError::Backend`] although they are committed in memory
-//! and may or may not reach the disk; sled then refuses further writes.
+//! If a checkpoint fails (an I/O error in sled's flush), the log keeps its
+//! records and the next checkpoint or open tries again; nothing acknowledged
+//! depends on it.
 //!
 //! # Damaged files and sled's failures
 //!
@@ -169,8 +171,8 @@
 //!   snapshot code while opening; reported elsewhere, `index out of bounds`
 //!   in its segment accounting). Every call the store makes into sled runs under
 //!   [`std::panic::catch_unwind`]: opening, every read (on the blocking pool
-//!   or the caller's thread), and the group commit's transaction and flush on
-//!   the blocking pool. The panic becomes [`StoreError::Damaged`] carrying
+//!   or the caller's thread), and the group commit's batches and checkpoints
+//!   on the blocking pool. The panic becomes [`StoreError::Damaged`] carrying
 //!   sled's panic message. The panic still reaches the process's panic hook
 //!   first (by default it is printed to stderr): the hook belongs to the
 //!   application, the store leaves it alone. Built with `panic = "abort"`,
@@ -180,7 +182,7 @@
 //!   dropping thread, unguarded; no trial has seen that panic.
 //!
 //! **After a caught panic the store refuses writes.** A panic can leave sled's
-//! state in memory half-updated (a transaction half applied to the trees, the
+//! state in memory half-updated (a batch half applied to the trees, the
 //! segment accounting mid-change; sled's locks do not poison), and sled's
 //! panics come from its own metadata, which every write relies on. Writing on
 //! could persist that state over the intact data on disk and turn damage that
@@ -189,8 +191,7 @@
 //! without touching sled; the batch that panicked is reported to its writers
 //! as possibly recorded. Reads go on (each still guarded), so runs that are
 //! intact stay readable. Reopening the store runs sled's recovery from the
-//! files again: what is on disk is crash-consistent, each transaction whole or
-//! not at all. Errors sled *returns* (checksum failures included) do not stop
+//! files again and replays the write-ahead log over what it recovers. Errors sled *returns* (checksum failures included) do not stop
 //! the store's writes: the operation that got one changed nothing (sled itself
 //! refuses writes after an I/O error in a flush).
 //!
@@ -216,7 +217,7 @@
 //! clean segments and `fsync` every 500 ms) is not started
 //! (`flush_every_ms(None)`): it runs sled code the store cannot guard, and if
 //! it panicked the thread would end while sled's shutdown waits for it forever
-//! (dropping the store would hang). The store flushes each write itself; sled
+//! (dropping the store would hang). The store flushes sled at checkpoints; sled
 //! still cleans segments as part of writes; with [`SledConfig::fsync`] off, a
 //! thread of the store `fsync`s the data file periodically instead
 //! ([`SledConfig::background_flush`]), plain file I/O only. sled's I/O thread
@@ -234,13 +235,11 @@
 //!
 //! # Threads
 //!
-//! sled's calls block (a transaction waits for a running flush, a flush waits
+//! sled's calls block (a write may wait for a running flush, a flush waits
 //! for the disk), so the store runs them on tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`]), never on the async executor; writers wait
 //! for their group commit without holding a thread. Used outside a tokio
-//! runtime, the calls run on the calling thread instead. In sled 0.34
-//! transactions take a process-wide lock, so transactions of different stores in
-//! one process also run one at a time.
+//! runtime, the calls run on the calling thread instead.
 //!
 //! sled allows one process per directory: opening a directory that is open
 //! elsewhere (in another process, or another `SledStore` in this one) is a
@@ -388,8 +387,8 @@ impl SledConfig {
 /// # Guarantees
 ///
 /// - Each write (`create_run`, `append`, `resume_hook`, `wake`, the lease
-///   operations) is one sled transaction: the events, their projections and the
-///   indexes, all or nothing.
+///   operations) is one record of the store's write-ahead log: the events,
+///   their projections and the indexes, all or nothing.
 /// - **Commit point:** a write's future resolves `Ok` only after its record
 ///   in the store's write-ahead log has been written and (by default, see
 ///   [`SledConfig::fsync`]) `fdatasync`ed; change notifications are published
@@ -951,8 +950,20 @@ impl Inner {
                     |writes, durable| self.log(writes, durable),
                     now,
                     batch,
-                );
+                )
             });
+            match &committed {
+                Ok(Ok(())) => self.checkpoint_if_due(),
+                Ok(Err(e)) => {
+                    // sled has part of a logged batch: refuse writes until
+                    // the store is reopened and replays the log.
+                    self.wal
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .refuse(format!("a logged batch could not be applied to sled: {e}"));
+                }
+                Err(_) => {}
+            }
             if let Err(panic) = committed {
                 self.poison.set(&self.path, "committing writes", &panic);
                 transaction::fail_batch(
@@ -971,29 +982,32 @@ impl Inner {
     }
 
     /// Appends a batch's writes to the write-ahead log, synced if `durable`
-    /// (and `fsync` is on), and makes a checkpoint when one is due. The
-    /// batch is durable when this returns `Ok`, whatever the checkpoint does.
+    /// (and `fsync` is on): the batch is durable when this returns `Ok`. On
+    /// an error the log holds nothing of it, and sled gets nothing of it.
     fn log(&self, writes: &[crate::kv::Write], durable: bool) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
         let sync = durable && self.data_file.is_some();
         let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = wal.append(writes, sync) {
-            // sled's trees have the batch already: a later batch logged on
-            // top of it would replay without it. Stop until reopened.
-            wal.refuse(format!("a batch could not be logged: {e}"));
-            return Err(e);
-        }
+        wal.append(writes, sync)?;
         #[cfg(test)]
         if sync {
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// After a batch is applied: a checkpoint when the log has grown past
+    /// its limits. (Not before the batch is in sled: a checkpoint empties
+    /// the log.)
+    fn checkpoint_if_due(&self) {
+        use std::sync::atomic::Ordering;
         let batches = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
         if wal.len() >= CHECKPOINT_BYTES || batches >= CHECKPOINT_BATCHES {
             if let Err(e) = self.checkpoint(&mut wal) {
                 tracing::error!(path = %self.path.display(), error = %e, "a checkpoint failed; the write-ahead log keeps its records");
             }
         }
-        Ok(())
     }
 
     /// Makes sled hold every logged write durably ([`Inner::flush`]), then
@@ -1080,7 +1094,7 @@ impl Drop for Inner {
             return;
         }
         let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        match damage::guarded(|| self.checkpoint(&mut wal)) {
+        match damage::guarded(|| self.checkpoint(&mut wal).and_then(|()| wal.close())) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(path = %self.path.display(), error = %e, "the checkpoint at close failed; the next open replays the write-ahead log")

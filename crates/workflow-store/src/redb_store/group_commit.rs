@@ -192,6 +192,11 @@ impl Committer {
         }
         // Closing: the database holds everything, the log is empty.
         self.checkpoint();
+        if self.wal.len() == 0 {
+            if let Err(e) = self.wal.close() {
+                tracing::warn!(file = %self.file.display(), error = %e, "could not shrink the write-ahead log at close");
+            }
+        }
     }
 
     /// Makes the database durable and empties the log. A failure is logged:

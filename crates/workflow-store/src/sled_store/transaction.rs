@@ -1,18 +1,22 @@
-//! Writes of [`super::SledStore`]: the shared rules ([`crate::backend`]) run over
-//! sled's transactional trees, and their [`Changes`] are written, with the due and
-//! status indexes, in the same transaction. A group commit (see
-//! `group_commit.rs`) puts the writes of several writers in one transaction.
+//! Writes of [`super::SledStore`]: the shared rules ([`crate::backend`]) run
+//! over sled's trees as a batch's earlier writes left them, and their
+//! [`Changes`] become writes (with the due and status indexes) that are
+//! logged, then applied to sled. A group commit (see `group_commit.rs`) puts
+//! the writes of several writers in one batch.
+//!
+//! No sled transaction is used: the write-ahead log makes a batch atomic
+//! (a crash replays its record whole), the group commit's leader is the only
+//! writer, and the visibility gate keeps readers off a batch being applied.
+//! A sled transaction would also write out sled's log buffer (a `pwrite`
+//! and a `sync_file_range`, a disk round trip) every time it commits.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-    UnabortableTransactionError,
-};
-use sled::{IVec, Tree};
+use sled::Tree;
 use tokio::sync::oneshot;
 
 use super::damage;
@@ -60,27 +64,7 @@ impl Trees {
     }
 }
 
-/// The same trees inside one transaction.
-struct TxTrees<'t> {
-    runs: &'t TransactionalTree,
-    events: &'t TransactionalTree,
-    ops: &'t TransactionalTree,
-    tokens: &'t TransactionalTree,
-    run_hooks: &'t TransactionalTree,
-    queue: &'t TransactionalTree,
-    due: &'t TransactionalTree,
-    status: &'t TransactionalTree,
-    workflows: &'t TransactionalTree,
-    streams: &'t TransactionalTree,
-    chunks: &'t TransactionalTree,
-}
-
-/// Error type of the transaction closure. Writes never abort the transaction
-/// (a failed write is reported to its writer alone), so only sled's own errors
-/// travel this way.
-type TxError = ConflictableTransactionError<StoreError>;
-
-/// A write operation, given the staged view; sled may run it more than once.
+/// A write operation, given the staged view. Runs once.
 pub(crate) trait WriteOp<T>:
     Fn(&mut Staged<'_, TxView<'_>>) -> Result<T, StoreError>
 {
@@ -181,19 +165,20 @@ impl<T: 'static> Completion<T> {
     }
 }
 
-/// Commits a batch of jobs: runs each job's rules at time `now`, in order, in
-/// one sled transaction over all write trees (each job sees the writes of the
-/// jobs before it), then makes it durable with `log` (given the batch's
-/// writes, and whether any job needs them durable now: all but
-/// [`Job::unflushed`] ones do), then completes every job.
+/// Commits a batch of jobs: runs each job's rules at time `now`, in order
+/// (each job sees the writes of the jobs before it), makes the batch's
+/// writes durable with `log` (given the writes, and whether any job needs
+/// them durable now: all but [`Job::unflushed`] ones do), applies them to
+/// sled's trees, then completes every job.
 ///
 /// A job whose rules fail writes nothing and gets its own error; the others
-/// are unaffected. A failure of sled itself (in the transaction or the flush)
-/// fails every job that would have written.
+/// are unaffected. A failure to log fails every job that would have written,
+/// and nothing reaches sled. A failure of sled while applying a logged batch
+/// fails every job and is returned: the caller must stop writing.
 ///
 /// Readers see the batch only once it is durable and its jobs are completed:
-/// the transaction publishes the batch's footprint to `gate`, which is cleared
-/// when this returns (see `visibility.rs`).
+/// it publishes the batch's footprint to `gate` before applying it, which is
+/// cleared when this returns (see `visibility.rs`).
 pub(crate) fn commit_batch(
     trees: &Trees,
     gate: &Gate,
@@ -201,30 +186,34 @@ pub(crate) fn commit_batch(
     log: impl FnOnce(&[Write], bool) -> Result<(), StoreError>,
     now: Timestamp,
     jobs: &[Arc<Job>],
-) {
+) -> Result<(), StoreError> {
     // Dropped last: after the jobs are completed, or on a panic.
     let _in_flight = gate.in_flight();
-    let transacted = {
+    let (outcomes, writes, footprint) = run_jobs(trees, dir, now, jobs);
+    let durable = jobs.iter().any(|j| j.flush);
+    if !writes.is_empty() {
+        if let Err(e) = log(&writes, durable) {
+            fail_batch(jobs, e);
+            return Ok(());
+        }
         let _exclusive = gate.exclusive();
-        transact(trees, gate, dir, now, jobs)
-    };
+        // Before sled has them, so a reader who sees them also sees them
+        // marked as in flight.
+        gate.publish(footprint);
+        if let Err(e) = apply_writes(trees, &writes, dir) {
+            // Logged but applied in part: what readers see is off until the
+            // store is reopened (which replays the log). Nothing is
+            // acknowledged, and the caller stops the store's writes.
+            fail_batch(jobs, copy_of(&e));
+            return Err(e);
+        }
+    }
     #[cfg(test)]
     gate.pause.point();
-    let durable = jobs.iter().any(|j| j.flush);
-    let flushed = transacted.and_then(|(outcomes, writes)| {
-        if !writes.is_empty() {
-            log(&writes, durable)?;
-        }
-        Ok(outcomes)
-    });
-    match flushed {
-        Ok(outcomes) => {
-            for (job, outcome) in jobs.iter().zip(outcomes) {
-                job.complete(outcome);
-            }
-        }
-        Err(e) => fail_batch(jobs, e),
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        job.complete(outcome);
     }
+    Ok(())
 }
 
 /// Completes every job of a batch that failed as a whole with `e`: the first
@@ -260,191 +249,138 @@ fn copy_of(e: &StoreError) -> StoreError {
     }
 }
 
-/// The transaction of [`commit_batch`]; returns each job's outcome, and the
-/// batch's writes.
-fn transact(
+/// Runs each job's rules over the trees under the writes of the jobs before
+/// it; returns each job's outcome, the batch's writes (nothing is applied
+/// yet), and what they touch.
+fn run_jobs(
     trees: &Trees,
-    gate: &Gate,
     dir: &Path,
     now: Timestamp,
     jobs: &[Arc<Job>],
-) -> Result<(Vec<Outcome>, Vec<Write>), StoreError> {
-    // More trees than sled's tuples take: a slice, in this order.
-    let all: [&Tree; 11] = [
-        &trees.runs,
-        &trees.events,
-        &trees.ops,
-        &trees.tokens,
-        &trees.run_hooks,
-        &trees.queue,
-        &trees.due,
-        &trees.status,
-        &trees.workflows,
-        &trees.streams,
-        &trees.chunks,
-    ];
-    let outcome = all[..].transaction(|t: &Vec<TransactionalTree>| {
-        let [runs, events, ops, tokens, run_hooks, queue, due, status, workflows, streams, chunks] =
-            &t[..]
-        else {
-            return Err(ConflictableTransactionError::Abort(StoreError::Backend {
-                message: "internal error: a transaction over the wrong trees".into(),
-                source: None,
-            }));
-        };
-        let tx = TxTrees {
-            runs,
-            events,
-            ops,
-            tokens,
-            run_hooks,
-            queue,
-            due,
-            status,
-            workflows,
-            streams,
-            chunks,
-        };
-        let mut view = TxView {
-            tx: &tx,
-            failure: None,
-        };
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut logged = Vec::new();
-        let mut footprint = Footprint::default();
-        for job in jobs {
+) -> (Vec<Outcome>, Vec<Write>, Footprint) {
+    let mut overlay = Overlay::new();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut logged: Vec<Write> = Vec::new();
+    let mut footprint = Footprint::default();
+    for job in jobs {
+        let (result, mut changes) = {
+            let mut view = TxView {
+                trees,
+                overlay: &overlay,
+                dir,
+            };
             let mut staged = Staged::new(&mut view, now);
             let result = (job.op)(&mut staged);
-            let mut changes = staged.into_changes();
-            // A read that failed inside sled (most importantly a conflict)
-            // must reach sled as such, so it retries or reports it, whatever
-            // error the rules turned it into.
-            if let Some(failure) = view.failure.take() {
-                return Err(TxError::from(failure));
-            }
-            let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
-            outcomes.push(match staged {
-                Ok((value, mut writes)) => {
-                    apply_writes(&tx, &writes)?;
-                    logged.append(&mut writes);
-                    footprint.add(&changes);
-                    Ok((value, std::mem::take(&mut changes.notify)))
+            (result, staged.into_changes())
+        };
+        let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
+        outcomes.push(match staged {
+            Ok((value, writes)) => {
+                for (table, key, value) in &writes {
+                    overlay.insert((*table, key.clone()), value.clone());
                 }
-                Err(e) => Err(e),
-            });
-        }
-        // Before sled applies the writes (when this closure returns), so
-        // that a reader who sees them also sees them marked as in flight.
-        gate.publish(footprint);
-        Ok((outcomes, logged))
-    });
-    outcome.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => damage::sled_error(
-            dir,
-            "running the write transaction",
-            Some(&"trees runs, events, ops, tokens, run_hooks, queue, due, status, workflows"),
-            e,
-        ),
-    })
+                logged.extend(writes);
+                footprint.add(&changes);
+                Ok((value, std::mem::take(&mut changes.notify)))
+            }
+            Err(e) => Err(e),
+        });
+    }
+    (outcomes, logged, footprint)
 }
 
-/// Reads by key inside the transaction, for [`crate::backend`].
+/// A batch's writes so far, by table and key (`None`: removed).
+type Overlay = HashMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+/// Reads by key for [`crate::backend`]: the batch's earlier writes, else sled.
 pub(crate) struct TxView<'t> {
-    tx: &'t TxTrees<'t>,
-    /// The first sled error of the transaction, stashed so that the closure can
-    /// return it to sled unchanged.
-    failure: Option<UnabortableTransactionError>,
+    trees: &'t Trees,
+    overlay: &'t Overlay,
+    dir: &'t Path,
 }
 
 impl TxView<'_> {
-    fn get(
-        failure: &mut Option<UnabortableTransactionError>,
-        tree: &TransactionalTree,
-        key: &[u8],
-    ) -> Result<Option<IVec>, StoreError> {
-        tree.get(key).map_err(|e| {
-            let message = format!("sled read in a transaction failed: {e}");
-            failure.get_or_insert(e);
-            StoreError::Backend {
-                message,
-                source: None,
-            }
-        })
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(written) = self.overlay.get(&(table, key.to_vec())) {
+            return Ok(written.clone());
+        }
+        self.trees
+            .table(table)
+            .get(key)
+            .map(|found| found.map(|v| v.to_vec()))
+            .map_err(|e| {
+                damage::sled_error(
+                    self.dir,
+                    "reading for a write",
+                    Some(&format_args!("tree {:?}", table.name())),
+                    e,
+                )
+            })
     }
 }
 
 impl ReadView for TxView<'_> {
     fn run(&mut self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-        Self::get(&mut self.failure, self.tx.runs, &layout::run_key(id))?
+        self.get(Table::Runs, &layout::run_key(id))?
             .map(|b| decode(&b, "run", || id.to_string()))
             .transpose()
     }
 
     fn event(&mut self, run: RunId, seq: u64) -> Result<Option<Event>, StoreError> {
-        Self::get(
-            &mut self.failure,
-            self.tx.events,
-            &layout::event_key(run, seq),
-        )?
-        .map(|b| decode_event(&b, run, seq))
-        .transpose()
+        self.get(Table::Events, &layout::event_key(run, seq))?
+            .map(|b| decode_event(&b, run, seq))
+            .transpose()
     }
 
     fn op(&mut self, run: RunId, id: &CorrelationId) -> Result<Option<OpState>, StoreError> {
-        Self::get(&mut self.failure, self.tx.ops, &layout::op_key(run, id))?
+        self.get(Table::Ops, &layout::op_key(run, id))?
             .map(|b| decode(&b, "operation", || format!("{run}/{id}")))
             .transpose()
     }
 
     fn token(&mut self, token: &HookToken) -> Result<Option<TokenOwner>, StoreError> {
-        Self::get(&mut self.failure, self.tx.tokens, token.as_str().as_bytes())?
+        self.get(Table::Tokens, token.as_str().as_bytes())?
             .map(|b| decode(&b, "token owner", || format!("{token:?}")))
             .transpose()
     }
 
     fn run_hooks(&mut self, run: RunId) -> Result<Vec<HookRecord>, StoreError> {
-        Ok(
-            Self::get(&mut self.failure, self.tx.run_hooks, &layout::run_key(run))?
-                .map(|b| decode(&b, "hook list", || run.to_string()))
-                .transpose()?
-                .unwrap_or_default(),
-        )
+        Ok(self
+            .get(Table::RunHooks, &layout::run_key(run))?
+            .map(|b| decode(&b, "hook list", || run.to_string()))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     fn queue(&mut self, run: RunId) -> Result<Option<QueueEntry>, StoreError> {
-        Self::get(&mut self.failure, self.tx.queue, &layout::run_key(run))?
+        self.get(Table::Queue, &layout::run_key(run))?
             .map(|b| decode(&b, "queue entry", || run.to_string()))
             .transpose()
     }
 
     fn streams(&mut self, run: RunId) -> Result<Option<RunStreams>, StoreError> {
-        Self::get(&mut self.failure, self.tx.streams, &layout::run_key(run))?
+        self.get(Table::Streams, &layout::run_key(run))?
             .map(|b| decode(&b, "streams record", || run.to_string()))
             .transpose()
     }
 }
 
-/// Applies encoded writes in the transaction.
-fn apply_writes(tx: &TxTrees<'_>, writes: &[Write]) -> Result<(), TxError> {
-    for (target, key, value) in writes {
-        let tree = match target {
-            Table::Runs => tx.runs,
-            Table::Events => tx.events,
-            Table::Ops => tx.ops,
-            Table::Tokens => tx.tokens,
-            Table::RunHooks => tx.run_hooks,
-            Table::Queue => tx.queue,
-            Table::Due => tx.due,
-            Table::Status => tx.status,
-            Table::Workflows => tx.workflows,
-            Table::Streams => tx.streams,
-            Table::Chunks => tx.chunks,
+/// Applies a logged batch's writes to sled's trees.
+fn apply_writes(trees: &Trees, writes: &[Write], dir: &Path) -> Result<(), StoreError> {
+    for (table, key, value) in writes {
+        let tree: &Tree = trees.table(*table);
+        let done = match value {
+            Some(value) => tree.insert(key.as_slice(), value.as_slice()).map(drop),
+            None => tree.remove(key.as_slice()).map(drop),
         };
-        match value {
-            Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-            None => tree.remove(key.as_slice())?,
-        };
+        done.map_err(|e| {
+            damage::sled_error(
+                dir,
+                "applying a logged batch",
+                Some(&format_args!("tree {:?}", table.name())),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
