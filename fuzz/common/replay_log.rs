@@ -635,7 +635,9 @@ impl Writer {
 
     fn event(&mut self, data: &EventData) {
         match data {
-            EventData::RunCreated { workflow, input, .. } => {
+            EventData::RunCreated {
+                workflow, input, ..
+            } => {
                 self.pick(WORKFLOWS, workflow);
                 self.payload(&input.0);
             }

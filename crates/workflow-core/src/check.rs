@@ -109,7 +109,9 @@ impl Engine {
         report: &mut ReplayReport,
     ) -> Result<(), EngineError> {
         let log = self.store().read_log(run).await?;
-        let Some(EventData::RunCreated { workflow, input, .. }) = log.first().map(|e| e.data.clone())
+        let Some(EventData::RunCreated {
+            workflow, input, ..
+        }) = log.first().map(|e| e.data.clone())
         else {
             return Ok(());
         };

@@ -172,8 +172,14 @@ mod tests {
         assert_ne!(child_run_id(parent, 3), child_run_id(parent, 4));
         assert_ne!(child_run_id(parent, 0), parent);
         // Same time part as the parent.
-        assert_eq!(child_run_id(parent, 7).as_u128() >> 80, parent.as_u128() >> 80);
+        assert_eq!(
+            child_run_id(parent, 7).as_u128() >> 80,
+            parent.as_u128() >> 80
+        );
         // A fixed value: changing the derivation would orphan stored children.
-        assert_eq!(child_run_id(parent, 0).to_string(), "014D2PF2DB9HCCX4G5571RN4YD");
+        assert_eq!(
+            child_run_id(parent, 0).to_string(),
+            "014D2PF2DB9HCCX4G5571RN4YD"
+        );
     }
 }

@@ -41,10 +41,10 @@ use crate::replay::{
     forbid_in_step, lock, ChildSlot, HookSlot, OpKind, PatchAt, PatchSlot, SharedState, SlotKind,
     StepSlot, StepStatus, WaitSlot,
 };
-use crate::workflow_ref::WorkflowName;
 use crate::step::{Step, StepContext, StepOptions};
 use crate::timer::Sleep;
 use crate::webhook::{Webhook, WebhookOptions};
+use crate::workflow_ref::WorkflowName;
 
 /// A workflow's handle on its run: steps, timers, deterministic time and randomness.
 ///

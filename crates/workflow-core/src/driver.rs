@@ -166,7 +166,12 @@ async fn load(inner: &EngineInner, lease: &Lease) -> Result<Loaded, DriveError> 
         return Ok(Loaded::Done);
     };
     tracing::Span::current().record("workflow", workflow.as_str());
-    Ok(Loaded::Ready(RunInstance::start(&registered, run, log, input)))
+    Ok(Loaded::Ready(RunInstance::start(
+        &registered,
+        run,
+        log,
+        input,
+    )))
 }
 
 impl RunInstance {
@@ -1092,7 +1097,9 @@ pub(crate) async fn attached_children(
         .into_iter()
         .filter_map(|e| match e.data {
             EventData::ChildCreated {
-                run, detached: false, ..
+                run,
+                detached: false,
+                ..
             } => Some(run),
             _ => None,
         })

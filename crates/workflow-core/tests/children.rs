@@ -89,7 +89,11 @@ async fn ten_children_survive_a_crash_at_a_random_point_and_start_once() {
             Ok(t) => t,
             Err(_) => e.result(&run.id()).await.unwrap(),
         };
-        assert_eq!(total, (0..10).map(|i| i * 10 + 1).sum::<u32>(), "seed {seed}");
+        assert_eq!(
+            total,
+            (0..10).map(|i| i * 10 + 1).sum::<u32>(),
+            "seed {seed}"
+        );
         let ships = children_of(&store, "ship").await;
         assert_eq!(ships.len(), 10, "seed {seed}: exactly ten child runs");
         let log = store.read_log(run.id()).await.unwrap();
@@ -124,7 +128,10 @@ async fn slow_child(ctx: Context, ms: u64) -> Result<String, WorkflowError> {
 }
 
 /// A child against a durable timeout: whichever ends first wins.
-async fn child_vs_timer(ctx: Context, (child_ms, timeout_ms): (u64, u64)) -> Result<String, WorkflowError> {
+async fn child_vs_timer(
+    ctx: Context,
+    (child_ms, timeout_ms): (u64, u64),
+) -> Result<String, WorkflowError> {
     let child = ctx.start_child::<_, _, String>("slow_child", &child_ms)?;
     let timeout = ctx.sleep(Duration::from_millis(timeout_ms));
     futures::pin_mut!(child);
@@ -133,16 +140,17 @@ async fn child_vs_timer(ctx: Context, (child_ms, timeout_ms): (u64, u64)) -> Res
         t = timeout.fuse() => { t?; "timeout".to_string() }
     };
     // After the race: an operation whose index follows both.
-    let after: u32 = ctx.step("after", |_| async { Ok::<_, StepError>(7) }).await?;
+    let after: u32 = ctx
+        .step("after", |_| async { Ok::<_, StepError>(7) })
+        .await?;
     Ok(format!("{winner} then {after}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_race_between_a_child_and_a_durable_timeout_replays_the_same_winner() {
-    for (child_ms, timeout_ms, want) in [
-        (600, 5, "timeout then 7"),
-        (1, 800, "child slept 1 then 7"),
-    ] {
+    for (child_ms, timeout_ms, want) in
+        [(600, 5, "timeout then 7"), (1, 800, "child slept 1 then 7")]
+    {
         let store = MemoryStore::new();
         let e = engine(store.clone());
         let run = e
@@ -210,7 +218,10 @@ async fn cancelling_the_parent_cancels_attached_children_not_detached_ones() {
     let log = store.read_log(parent).await.unwrap();
     let (mut attached, mut detached) = (None, None);
     for ev in &log {
-        if let EventData::ChildCreated { run, detached: d, .. } = &ev.data {
+        if let EventData::ChildCreated {
+            run, detached: d, ..
+        } = &ev.data
+        {
             if *d {
                 detached = Some(*run);
             } else {

@@ -476,9 +476,7 @@ fn notify_parent(
     else {
         return Ok(());
     };
-    let live = st
-        .run(parent.run)?
-        .is_some_and(|r| !r.status.is_terminal());
+    let live = st.run(parent.run)?.is_some_and(|r| !r.status.is_terminal());
     let open = st
         .op(parent.run, &parent.child)?
         .is_some_and(|s| s.kind == OpKind::Child && !s.closed);

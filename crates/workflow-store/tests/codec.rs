@@ -52,8 +52,11 @@ fn response() -> impl Strategy<Value = HttpResponseRecord> {
 fn event_data() -> impl Strategy<Value = EventData> {
     let ts = any::<u64>().prop_map(Timestamp);
     prop_oneof![
-        (".{0,10}", payload())
-            .prop_map(|(workflow, input)| EventData::RunCreated { workflow, input, parent: None }),
+        (".{0,10}", payload()).prop_map(|(workflow, input)| EventData::RunCreated {
+            workflow,
+            input,
+            parent: None
+        }),
         Just(EventData::RunStarted),
         payload().prop_map(|output| EventData::RunCompleted { output }),
         error().prop_map(|error| EventData::RunFailed { error }),

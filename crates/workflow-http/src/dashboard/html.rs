@@ -446,11 +446,7 @@ pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
                     )
                 })
                 .collect();
-            let _ = write!(
-                c,
-                "<dt>Child runs</dt><dd>{}</dd>",
-                links.join("<br>")
-            );
+            let _ = write!(c, "<dt>Child runs</dt><dd>{}</dd>", links.join("<br>"));
         }
         c.push_str("</dl>");
     }

@@ -377,7 +377,11 @@ impl Model {
                 log: vec![Event {
                     seq: 0,
                     at: now,
-                    data: EventData::RunCreated { workflow, input, parent: None },
+                    data: EventData::RunCreated {
+                        workflow,
+                        input,
+                        parent: None,
+                    },
                 }],
                 wake: Some(now),
             },
