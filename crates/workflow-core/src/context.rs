@@ -190,7 +190,7 @@ impl Context {
     /// A custom token that is not a valid token is
     /// [`HookError::InvalidToken`], and metadata that cannot be encoded
     /// [`HookError::InvalidMetadata`], here, when the hook is created (both
-    /// convert into a [`WorkflowError`](crate::WorkflowError) with `?`).
+    /// convert into a [`WorkflowError`] with `?`).
     pub fn create_hook<T>(&self, options: HookOptions) -> Result<Hook<T>, HookError> {
         self.create_hook_with_mode(options, None)
     }
