@@ -474,8 +474,9 @@ impl Engine {
     /// Its attached child runs ([`crate::Context::start_child`]) are
     /// cancelled too, and theirs in turn; detached ones keep running. Calling
     /// it again on a cancelled run repeats that for children a crash left
-    /// running (and returns [`EngineError::RunEnded`]); a child that runs
-    /// again after its parent ended also cancels itself.
+    /// running (and returns [`EngineError::RunEnded`]); an attached child
+    /// whose parent has ended also cancels itself when an engine next loads
+    /// it from its log (not when it resumes from an engine's memory).
     pub async fn cancel(&self, run: &RunId) -> Result<(), EngineError> {
         let result = self
             .inner
