@@ -569,8 +569,10 @@ fn print(backend: Backend, f: &Figures) {
         f.floor_ops,
         ms(f.floor_p50)
     );
+    // Figures not measured (WORKFLOW_BENCH_ONLY) are left out.
     let [p50, p90, p99] = f.a;
-    println!(
+    if !p50.is_zero() {
+        println!(
         "| a. 3-step run, start to result | p50 {} / p90 {} / p99 {} ms | p50 {:.1}x floor p50; p99 {:.2}x own p50 |",
         ms(p50),
         ms(p90),
@@ -578,23 +580,29 @@ fn print(backend: Backend, f: &Figures) {
         ratio_ms(p50),
         p99.as_secs_f64() / p50.as_secs_f64()
     );
-    println!(
-        "| b. one run of sequential steps | {:.0} steps/s | {:.2}x floor ops/s |",
-        f.b,
-        f.b / f.floor_ops
-    );
-    println!(
-        "| f. (b's breakdown) a step's records appended directly | p50 {} ms; the engine adds {} ms per step | {:.2}x floor p50 |",
-        ms(f.f),
-        ms(Duration::from_secs_f64((1.0 / f.b - f.f.as_secs_f64()).max(0.0))),
-        ratio_ms(f.f)
-    );
-    println!(
-        "| c. 64 concurrent runs of 50 steps | {:.0} steps/s | {:.2}x floor ops/s; {:.2}x b |",
-        f.c,
-        f.c / f.floor_ops,
-        f.c / f.b
-    );
+    }
+    if f.b > 0.0 {
+        println!(
+            "| b. one run of sequential steps | {:.0} steps/s | {:.2}x floor ops/s |",
+            f.b,
+            f.b / f.floor_ops
+        );
+        let engine = (1.0 / f.b - f.f.as_secs_f64()).max(0.0);
+        println!(
+            "| f. (b's breakdown) a step's records appended directly | p50 {} ms; the engine adds {:.3} ms per step | {:.2}x floor p50 |",
+            ms(f.f),
+            engine * 1000.0,
+            ratio_ms(f.f)
+        );
+    }
+    if f.c > 0.0 {
+        println!(
+            "| c. 64 concurrent runs of 50 steps | {:.0} steps/s | {:.2}x floor ops/s; {:.2}x b |",
+            f.c,
+            f.c / f.floor_ops,
+            f.c / f.b
+        );
+    }
     if f.d_runs == 0 {
         // Not measured (WORKFLOW_BENCH_ONLY).
     } else {
