@@ -25,6 +25,15 @@ fn cli(data: &Path, server: Option<&str>, args: &[&str]) -> Output {
     cmd.args(args).output().expect("run workflow")
 }
 
+/// Waits until this process has let go of the data directory: the last
+/// handle of an in-process store may be dropped on one of its own threads a
+/// moment after the test's code is done with it (its group commit's leader),
+/// and closing makes a checkpoint first. Opening and dropping it here, where
+/// nothing else holds it, releases it before the next `workflow` command.
+fn released(data: &Path) {
+    drop(workflow_cli::serve::open_store(data, None, std::time::Duration::from_secs(10)).unwrap());
+}
+
 fn ok_json(out: Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -257,6 +266,7 @@ fn check_replay_detects_a_changed_workflow() {
         let _: String = engine.result(&run).await.unwrap();
         engine.shutdown().await;
     });
+    released(&data);
     // The binary's own code replays it cleanly.
     let out = cli(&data, None, &["check-replay", "--json"]);
     assert!(out.status.success());
@@ -310,6 +320,7 @@ fn unblock_retries_a_blocked_run_and_refuses_other_runs() {
         old.shutdown().await;
         run.to_string()
     });
+    released(&data);
     let unknown = workflow_store::RunId::new().to_string();
 
     // Local: the run is pending, not blocked; an unknown run; a malformed id.
