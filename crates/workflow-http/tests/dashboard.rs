@@ -1374,3 +1374,68 @@ async fn parent_and_child_runs_link_to_each_other() {
         .expect("child_created");
     assert_eq!(created["data"]["child_run"], child.to_string());
 }
+
+/// Writes two chunks to `progress` (one with markup), then waits for a
+/// payload before its last step, so the stream stays open until then.
+async fn reporting(ctx: Context, (): ()) -> Result<(), WorkflowError> {
+    ctx.step("report", |s| async move {
+        let mut w = s
+            .stream::<String>("progress")
+            .map_err(|e| StepError::fatal(e.to_string()))?;
+        for chunk in ["first", "<b>second</b>"] {
+            w.write(&chunk.to_string())
+                .await
+                .map_err(|e| StepError::retryable(e.to_string()))?;
+        }
+        Ok::<_, StepError>(())
+    })
+    .await?;
+    let mut hook = ctx.create_hook::<bool>(workflow_core::HookOptions::token("dash:streams"))?;
+    hook.next().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_streams_are_shown_and_tailed_until_closed() {
+    let engine = Engine::builder(MemoryStore::new())
+        .workflow("reporting", reporting)
+        .build();
+    engine.start_workers();
+    let s = Server::start(engine.clone(), DashboardConfig::default()).await;
+    let run = engine.start("reporting", &()).await.expect("start");
+    engine
+        .wait_for_hook("dash:streams", Duration::from_secs(10))
+        .await
+        .expect("the run waits on its hook");
+
+    // Open: both chunks, escaped, and the command that follows it.
+    let page = s.get(&format!("{P}/runs/{run}")).await;
+    assert!(
+        page.body.contains("data-stream=\"progress\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("2 chunk(s), open"), "{}", page.body);
+    assert!(page.body.contains("&quot;first&quot;"), "{}", page.body);
+    assert!(
+        page.body.contains("&lt;b&gt;second&lt;/b&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<b>second</b>"), "chunks are escaped");
+    assert!(page.body.contains(&format!("workflow tail {run} progress")));
+    assert!(
+        page.body.contains("data-poll="),
+        "a live run's page refreshes"
+    );
+
+    // The run ends: its streams close.
+    engine
+        .resume_hook("dash:streams", &true)
+        .await
+        .expect("resume");
+    engine.result::<()>(&run).await.expect("result");
+    let page = s.get(&format!("{P}/runs/{run}")).await;
+    assert!(page.body.contains("2 chunk(s), closed"), "{}", page.body);
+    engine.shutdown().await;
+}

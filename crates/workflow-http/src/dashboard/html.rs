@@ -323,7 +323,6 @@ pub(crate) fn short(message: &str) -> String {
     }
 }
 
-/// A run's page.
 /// The run's streams: each one's length, state and last chunks. An open
 /// stream's new chunks arrive with the events that commit them, so the live
 /// page's refresh tails it.
@@ -375,6 +374,7 @@ fn stream_panels(c: &mut String, d: &RunDetail) {
     c.push_str("</section>");
 }
 
+/// A run's page.
 pub(crate) fn run_page(site: &Site<'_>, d: &RunDetail) -> String {
     let p = site.prefix;
     let r = &d.summary.record;
