@@ -416,7 +416,9 @@ async fn a_blocked_run_with_a_due_timer_is_inert_until_retried(ts: TestStore) {
 /// Item 5: runs of a workflow this engine does not register are blocked and
 /// inert; an engine that registers it picks them up when it starts.
 async fn a_run_of_an_unregistered_workflow_is_inert_until_an_engine_registers_it(ts: TestStore) {
-    let v1 = engine(&ts, Duration::from_secs(5), |b| {
+    // A short lease: v1 is stopped abruptly, perhaps before it gave the
+    // run's lease back, and the run must then come due soon after.
+    let v1 = engine(&ts, Duration::from_millis(500), |b| {
         b.workflow("renamed", |ctx: Context, _: ()| async move {
             ctx.sleep(Duration::from_millis(50)).await?;
             Ok(7u32)
