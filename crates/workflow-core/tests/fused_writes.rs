@@ -28,9 +28,13 @@ async fn three(ctx: Context, (): ()) -> Result<u32, WorkflowError> {
     Ok(total)
 }
 
+/// A step that takes 100 ms, then a 30 ms sleep.
 async fn step_sleep(ctx: Context, (): ()) -> Result<u32, WorkflowError> {
     let n = ctx
-        .step("one", |_| async { Ok::<_, StepError>(1u32) })
+        .step("one", |_| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, StepError>(1u32)
+        })
         .await?;
     ctx.sleep(Duration::from_millis(30)).await?;
     Ok(n + 1)
@@ -146,7 +150,9 @@ async fn a_step_and_the_sleep_after_it_are_one_write() {
     assert_eq!(wait_created, step_completed + 1);
     assert!(ends.contains(&(wait_created + 1)), "{ends:?} {log:#?}");
     assert!(!ends.contains(&(step_completed + 1)), "{ends:?} {log:#?}");
-    // The sleep is measured from the step's end, not from before it ran.
+    // The sleep is measured from when the step's result reached the
+    // workflow: after the 100 ms step, not from before it ran, and no later
+    // than the write that recorded both.
     let Some(EventData::WaitCreated { resume_at, .. }) = log
         .iter()
         .find(|e| e.kind() == EventKind::WaitCreated)
@@ -154,8 +160,18 @@ async fn a_step_and_the_sleep_after_it_are_one_write() {
     else {
         panic!("no wait_created")
     };
-    let step_end = log[step_completed as usize].at;
-    assert!(resume_at >= step_end.saturating_add(Duration::from_millis(30)));
+    // (The run's start is written with the step's records; its creation
+    // came before the step ran.)
+    let started = log[0].at;
+    let recorded = log[step_completed as usize].at;
+    assert!(
+        resume_at >= started.saturating_add(Duration::from_millis(130)),
+        "{log:#?}"
+    );
+    assert!(
+        resume_at <= recorded.saturating_add(Duration::from_millis(30)),
+        "{log:#?}"
+    );
     engine.shutdown().await;
 }
 
