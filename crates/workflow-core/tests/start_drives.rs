@@ -40,7 +40,16 @@ fn busy(
                 async move {
                     let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
                     gauge.max.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    // Hold the slot until another step runs too (or 2 s
+                    // pass), so the limit is reached however slow the
+                    // machine is; then a little longer.
+                    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                    while gauge.now.load(Ordering::SeqCst) < 2
+                        && tokio::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     gauge.now.fetch_sub(1, Ordering::SeqCst);
                     Ok::<_, StepError>(())
                 }
