@@ -16,39 +16,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod support;
+// The dashboard's own browser tests use the same helpers.
+#[path = "../../workflow-http/tests/chromium/mod.rs"]
+mod chromium;
 
 use support::{Server, BIN};
 const DASHBOARD: &str = "/workflow/dashboard";
-
-/// The browser binary, if one runs.
-fn find_chromium() -> Option<String> {
-    let mut candidates: Vec<String> = Vec::new();
-    if let Ok(c) = std::env::var("CHROMIUM") {
-        candidates.push(c);
-    }
-    candidates.extend(
-        [
-            "/usr/bin/chromium",
-            "chromium",
-            "chromium-browser",
-            "google-chrome",
-        ]
-        .map(String::from),
-    );
-    candidates.into_iter().find(|c| {
-        Command::new(c)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
 
 fn cli(data: &Path, server: &str, args: &[&str]) -> serde_json::Value {
     cli_with(data, server, &[], args)
@@ -117,83 +95,9 @@ fn run_status(data: &Path, server: &str, run: &str) -> Option<String> {
         .and_then(|r| r["status"].as_str().map(str::to_string))
 }
 
-/// Runs headless Chromium with `args` then `url`, at most 90 s; its stdout.
-fn chromium(bin: &str, profile: &Path, args: &[&str], url: &str) -> String {
-    let out_path = profile.with_extension("stdout");
-    let out = std::fs::File::create(&out_path).expect("stdout file");
-    let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=5000",
-        ])
-        .args(args)
-        .arg(url)
-        .env("HOME", profile)
-        .env("XDG_CONFIG_HOME", profile)
-        .env("XDG_CACHE_HOME", profile)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    let status = support::wait_within(
-        &mut child,
-        Duration::from_secs(90),
-        &format!("chromium {args:?} {url}"),
-    );
-    assert!(
-        status.success(),
-        "chromium failed ({status}): {args:?} {url}"
-    );
-    std::fs::read_to_string(&out_path).expect("chromium's output")
-}
-
-/// `target/test-artifacts`, next to the binary's profile directory.
-fn artifacts_dir() -> PathBuf {
-    let target = Path::new(BIN)
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
-    dir
-}
-
-fn screenshot(bin: &str, profile: &Path, url: &str, path: &Path) {
-    let _ = std::fs::remove_file(path);
-    chromium(
-        bin,
-        profile,
-        &[
-            &format!("--screenshot={}", path.display()),
-            "--window-size=1280,900",
-        ],
-        url,
-    );
-    let png = std::fs::read(path).expect("the screenshot was written");
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
-        "{} is not a plausible screenshot ({} bytes)",
-        path.display(),
-        png.len()
-    );
-    println!("screenshot saved: {}", path.display());
-}
-
 #[test]
 fn dashboard_in_headless_chromium() {
-    let Some(browser) = find_chromium() else {
+    let Some(browser) = chromium::find() else {
         println!("SKIPPED: no chromium");
         return;
     };
@@ -261,7 +165,7 @@ fn dashboard_in_headless_chromium() {
     let list_url = format!("{base}{DASHBOARD}/");
 
     // The run's page, as the browser rendered it.
-    let dom = chromium(&browser, &profile, &["--dump-dom"], &run_url);
+    let dom = chromium::run(&browser, &profile, &["--dump-dom"], &run_url);
     assert!(dom.contains("id=\"timeline\""), "not the run page: {dom}");
     assert!(dom.contains(&run), "run id missing: {dom}");
     assert!(dom.contains("approve_order"));
@@ -291,7 +195,7 @@ fn dashboard_in_headless_chromium() {
     );
 
     // The runs list shows it too, newest first.
-    let dom = chromium(&browser, &profile, &["--dump-dom"], &list_url);
+    let dom = chromium::run(&browser, &profile, &["--dump-dom"], &list_url);
     assert!(dom.contains(&run), "run missing from the list: {dom}");
     for text in ["approve_order", "flaky_job", "chat", "status-completed"] {
         assert!(dom.contains(text), "{text} missing from the list");
@@ -301,25 +205,29 @@ fn dashboard_in_headless_chromium() {
     let order_at = table.find(">approve_order<").expect("order row");
     assert!(chat_at < order_at, "newest first");
 
-    let artifacts = artifacts_dir();
-    screenshot(
+    let artifacts = chromium::artifacts_dir();
+    chromium::screenshot(
         &browser,
         &profile,
         &run_url,
         &artifacts.join("dashboard.png"),
+        1280,
+        900,
     );
-    screenshot(
+    chromium::screenshot(
         &browser,
         &profile,
         &list_url,
         &artifacts.join("dashboard-runs.png"),
+        1280,
+        900,
     );
     server.interrupt();
 }
 
 #[test]
 fn dashboard_sign_in_with_the_admin_token_in_headless_chromium() {
-    let Some(browser) = find_chromium() else {
+    let Some(browser) = chromium::find() else {
         println!("SKIPPED: no chromium");
         return;
     };
@@ -347,7 +255,7 @@ fn dashboard_sign_in_with_the_admin_token_in_headless_chromium() {
     let run_url = format!("{base}{DASHBOARD}/runs/{run}");
     let profile = dir.path().join("chromium-profile");
     std::fs::create_dir_all(&profile).expect("profile dir");
-    let dom = chromium(&browser, &profile, &["--dump-dom"], &run_url);
+    let dom = chromium::run(&browser, &profile, &["--dump-dom"], &run_url);
     assert!(!dom.contains(&run), "shown without the token: {dom}");
     assert!(
         !dom.contains("chat:signed-in"),
@@ -357,7 +265,7 @@ fn dashboard_sign_in_with_the_admin_token_in_headless_chromium() {
 
     let other = dir.path().join("chromium-profile-2");
     std::fs::create_dir_all(&other).expect("profile dir");
-    let dom = chromium(
+    let dom = chromium::run(
         &browser,
         &other,
         &["--dump-dom"],

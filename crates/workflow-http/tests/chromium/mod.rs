@@ -56,7 +56,7 @@ pub fn run(bin: &str, profile: &Path, args: &[&str], url: &str) -> String {
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
             &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=3000",
+            "--virtual-time-budget=5000",
         ])
         .args(args)
         .arg(url)
