@@ -2,6 +2,8 @@
 //! a webhook, in your own axum app. The test also checks that the guide shows
 //! exactly this code.
 
+mod guide;
+
 // --- guide: begin ---
 use std::time::Duration;
 
@@ -169,15 +171,9 @@ async fn the_getting_started_app_confirms_a_signup_through_its_webhook() {
 
 #[test]
 fn the_guide_shows_this_code() {
-    let guide = include_str!("../docs/getting-started.md");
-    let source = include_str!("getting_started.rs");
-    let code = source
-        .split("// --- guide: begin ---\n")
-        .nth(1)
-        .and_then(|rest| rest.split("// --- guide: end ---").next())
-        .unwrap();
-    assert!(
-        guide.contains(code.trim()),
-        "docs/getting-started.md does not show the tested code"
+    guide::assert_page_shows_marked_code(
+        "docs/getting-started.md",
+        include_str!("../docs/getting-started.md"),
+        include_str!("getting_started.rs"),
     );
 }

@@ -3,6 +3,8 @@
 //! `workflow::testing`. The last test checks that the page shows exactly this
 //! code.
 
+mod guide;
+
 // --- guide: begin ---
 use std::time::Duration;
 
@@ -136,15 +138,9 @@ async fn an_order_nobody_approves_expires_after_three_days(
 
 #[test]
 fn the_guide_shows_this_code() {
-    let guide = include_str!("../docs/testing.md");
-    let source = include_str!("testing_guide.rs");
-    let code = source
-        .split("// --- guide: begin ---\n")
-        .nth(1)
-        .and_then(|rest| rest.split("// --- guide: end ---").next())
-        .unwrap();
-    assert!(
-        guide.contains(code.trim()),
-        "docs/testing.md does not show the tested code"
+    guide::assert_page_shows_marked_code(
+        "docs/testing.md",
+        include_str!("../docs/testing.md"),
+        include_str!("testing_guide.rs"),
     );
 }

@@ -457,9 +457,6 @@ struct Inner {
     since_checkpoint: std::sync::atomic::AtomicU64,
     /// The background `fsync` with `fsync` off; stops when dropped.
     _background: Option<BackgroundSync>,
-    /// Flushes of sled so far (checkpoints; for tests).
-    #[cfg(test)]
-    flushes: std::sync::atomic::AtomicU64,
     /// Synced appends to the write-ahead log so far (for tests).
     #[cfg(test)]
     syncs: std::sync::atomic::AtomicU64,
@@ -502,7 +499,7 @@ impl SledStore {
         let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity)
-            // The store flushes every write itself, and sled's flusher thread
+            // The store flushes sled itself at checkpoints, and sled's flusher thread
             // is code the store cannot guard (see the module docs).
             .flush_every_ms(None);
         let (db, trees) = match damage::guarded(|| open_sled(&sled_config, &path, lock_wait)) {
@@ -551,8 +548,6 @@ impl SledStore {
                 wal: Mutex::new(wal),
                 since_checkpoint: std::sync::atomic::AtomicU64::new(0),
                 _background: background,
-                #[cfg(test)]
-                flushes: std::sync::atomic::AtomicU64::new(0),
                 #[cfg(test)]
                 syncs: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -1054,9 +1049,6 @@ impl Inner {
         let failed = |e: &dyn fmt::Display| {
             tracing::error!(path = %self.path.display(), error = %e, "flushing the sled log failed");
         };
-        #[cfg(test)]
-        self.flushes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sync_new_blobs().inspect_err(|e| failed(e))?;
         self.db.flush().map_err(|e| {
             failed(&e);

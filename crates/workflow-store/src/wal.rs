@@ -376,42 +376,43 @@ fn whole_record(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
 }
 
 fn encode_record(lsn: u64, writes: &[Write]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::with_capacity(
-        12 + writes
-            .iter()
-            .map(|(_, k, v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum::<usize>(),
+    // One buffer: the header's length and checksum are filled in last.
+    let mut record = Vec::with_capacity(
+        HEADER
+            + MIN_BODY
+            + writes
+                .iter()
+                .map(|(_, k, v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>(),
     );
-    body.extend_from_slice(&lsn.to_le_bytes());
+    record.extend_from_slice(&[0u8; HEADER]);
+    record.extend_from_slice(&lsn.to_le_bytes());
     let count = u32::try_from(writes.len()).map_err(|_| "too many writes in one batch")?;
-    body.extend_from_slice(&count.to_le_bytes());
+    record.extend_from_slice(&count.to_le_bytes());
     for (table, key, value) in writes {
         let name = table.name().as_bytes();
-        body.push(u8::try_from(name.len()).map_err(|_| "table name too long")?);
-        body.extend_from_slice(name);
+        record.push(u8::try_from(name.len()).map_err(|_| "table name too long")?);
+        record.extend_from_slice(name);
         let klen = u32::try_from(key.len()).map_err(|_| "key too long")?;
-        body.extend_from_slice(&klen.to_le_bytes());
-        body.extend_from_slice(key);
+        record.extend_from_slice(&klen.to_le_bytes());
+        record.extend_from_slice(key);
         match value {
             Some(v) => {
-                body.push(1);
+                record.push(1);
                 let vlen = u32::try_from(v.len()).map_err(|_| "value too long")?;
-                body.extend_from_slice(&vlen.to_le_bytes());
-                body.extend_from_slice(v);
+                record.extend_from_slice(&vlen.to_le_bytes());
+                record.extend_from_slice(v);
             }
-            None => body.push(0),
+            None => record.push(0),
         }
     }
-    if body.len() > MAX_BODY {
-        return Err(format!(
-            "a batch of {} bytes is too large to log",
-            body.len()
-        ));
+    let body_len = record.len() - HEADER;
+    if body_len > MAX_BODY {
+        return Err(format!("a batch of {body_len} bytes is too large to log"));
     }
-    let mut record = Vec::with_capacity(HEADER + body.len());
-    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    record.extend_from_slice(&body);
+    let crc = crc32fast::hash(&record[HEADER..]);
+    record[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(record)
 }
 

@@ -262,7 +262,7 @@ fn run_jobs(
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut logged: Vec<Write> = Vec::new();
     let mut footprint = Footprint::default();
-    for job in jobs {
+    for (k, job) in jobs.iter().enumerate() {
         let (result, mut changes) = {
             let mut view = TxView {
                 trees,
@@ -276,8 +276,11 @@ fn run_jobs(
         let staged = result.and_then(|value| Ok((value, encode_changes(&changes)?)));
         outcomes.push(match staged {
             Ok((value, writes)) => {
-                for (table, key, value) in &writes {
-                    overlay.insert((*table, key.clone()), value.clone());
+                // Only a later job of the batch reads them back.
+                if k + 1 < jobs.len() {
+                    for (table, key, value) in &writes {
+                        overlay.insert((*table, key.clone()), value.clone());
+                    }
                 }
                 logged.extend(writes);
                 footprint.add(&changes);
@@ -301,8 +304,10 @@ pub(crate) struct TxView<'t> {
 
 impl TxView<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(written) = self.overlay.get(&(table, key.to_vec())) {
-            return Ok(written.clone());
+        if !self.overlay.is_empty() {
+            if let Some(written) = self.overlay.get(&(table, key.to_vec())) {
+                return Ok(written.clone());
+            }
         }
         self.trees
             .table(table)
